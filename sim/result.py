@@ -1,0 +1,88 @@
+"""What one run returns: records, sampled levels, milestones and the summary.
+
+The engine fills a ``RunResult``; ``sim.outputs`` derives the per-window series
+and the summary from it (design.md §4). Records are columnar numpy arrays, one
+entry per logical request or per attempt, so a storm of a million requests costs
+tens of megabytes, not a million Python objects.
+
+Error codes in records: ``SUCCESS`` (0), ``INCOMPLETE`` (-1), or 1 + the index of
+the kind in ``sim.schema.ERROR_KINDS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from sim.schema import ERROR_KINDS, Scenario
+
+SUCCESS = 0
+INCOMPLETE = -1
+ERROR_CODE: dict[str, int] = {kind: i + 1 for i, kind in enumerate(ERROR_KINDS)}
+ERROR_NAME: dict[int, str] = {code: kind for kind, code in ERROR_CODE.items()}
+
+REQUEST_COLUMNS: dict[str, str] = {
+    "request_id": "int64",   # unique per run
+    "client": "int32",       # index into RunResult.client_names
+    "route": "int32",        # index into RunResult.route_names
+    "touched": "bool",       # a fault acted on it directly (decided at arrival)
+    "arrival_at": "float64",
+    "end_at": "float64",     # NaN while incomplete
+    "error": "int8",         # SUCCESS, INCOMPLETE or an ERROR_CODE
+    "attempts": "int16",     # attempts started for it
+}
+ATTEMPT_COLUMNS: dict[str, str] = {
+    "request_id": "int64",
+    "attempt": "int16",      # 0 = first try
+    "start_at": "float64",
+    "end_at": "float64",     # NaN while incomplete
+    "error": "int8",
+    "new_conn": "bool",      # the attempt dialled a new connection
+}
+
+
+@dataclass
+class FaultWindow:
+    kind: str
+    start_at: float
+    end_at: float            # the run's end if the fault lasts to the end
+    target: str
+    touched_routes: tuple[str, ...]   # route names (RunResult.route_names) it touches directly
+
+
+@dataclass
+class Milestones:
+    trigger_at_s: float | None = None
+    faults: list[FaultWindow] = field(default_factory=list)
+    kills: list[float] = field(default_factory=list)           # process kills (OOM)
+    restarts: list[float] = field(default_factory=list)
+    fd_exhausted_at_s: float | None = None                     # first EMFILE at accept
+    oom_killed_at_s: float | None = None
+    truncated: bool = False
+    truncated_by: str | None = None                            # 'events' | 'entities' | 'wall_time'
+    end_at_s: float = 0.0                                      # simulated end (earlier if truncated)
+    alive_at_end: bool = True
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    seed: int
+    replication: int
+    route_names: list[str]
+    client_names: list[str]
+    requests: dict[str, np.ndarray]          # REQUEST_COLUMNS
+    attempts: dict[str, np.ndarray]          # ATTEMPT_COLUMNS
+    levels: dict[str, np.ndarray]            # sampled every sample_interval; 'time_s' first
+    milestones: Milestones
+    counters: dict[str, float]               # events, handler_s, wasted_handler_s, ...
+    wall_s: float = 0.0
+    provenance: dict[str, Any] = field(default_factory=dict)
+    windows: dict[str, np.ndarray] = field(default_factory=dict)   # filled by sim.outputs
+    summary: dict[str, Any] = field(default_factory=dict)          # filled by sim.outputs
+
+
+def empty_columns(spec: dict[str, str], n: int = 0) -> dict[str, np.ndarray]:
+    return {name: np.zeros(n, dtype=dtype) for name, dtype in spec.items()}

@@ -1,0 +1,337 @@
+"""The scenario schema: typed, immutable configuration values.
+
+This module owns the *shape* of a scenario file. Every class is a frozen
+dataclass whose fields are the YAML keys; each field carries its default, its
+documentation and its bounds in ``metadata`` (see ``setting``). Loading, unit
+parsing and validation live in ``sim.scenario_loader``; the runtime components
+that act on these values live elsewhere (``ServiceConfig`` is data, ``Server`` is
+behaviour).
+
+Types used in annotations:
+
+- ``Duration``: seconds as a float; written in files as Go durations (``250ms``,
+  ``1m30s``) or ``0``.
+- ``Size``: bytes as an int; written as ``4KiB``, ``512MiB``, ``14.4kB`` or a bare
+  integer of bytes.
+- ``Rate``: events per second as a float (keys end in ``_per_s``).
+
+The schema is shaped for service graphs (named services with routes, clients
+that target a service, caller -> callee edges with transport and policy,
+named dependencies, a fault timeline) even where the model simulates a subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+Duration = Annotated[float, "duration"]
+Size = Annotated[int, "size"]
+Rate = Annotated[float, "rate"]
+
+ERROR_KINDS: tuple[str, ...] = (
+    "client_timeout",
+    "dial_timeout",
+    "tls_timeout",
+    "response_header_timeout",
+    "conn_refused",
+    "conn_reset",
+    "eof",
+    "http_4xx",
+    "http_5xx",
+)
+"""Every error kind a logical request or an attempt can end with (design.md §4)."""
+
+RETRYABLE_KINDS: tuple[str, ...] = (
+    "client_timeout",
+    "dial_timeout",
+    "tls_timeout",
+    "response_header_timeout",
+    "conn_refused",
+    "conn_reset",
+    "eof",
+    "http_5xx",
+)
+
+
+def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Any:
+    """A documented scenario field with optional numeric bounds."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if isinstance(default, (dict, list, tuple)) or dataclasses.is_dataclass(default):
+        frozen_default = default
+        return field(default_factory=lambda: frozen_default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Guards that end a runaway run deterministically (truncated, never an OOM of ours)."""
+
+    max_events: int = setting(30_000_000, "End the run after this many simulation events.", gt=0)
+    max_entities: int = setting(
+        250_000,
+        "End the run when in-flight logical requests plus open connections (client and "
+        "server side) exceed this number.", gt=0)
+    max_wall_time: Duration = setting(
+        0.0, "End the run after this much wall-clock time; 0 = off. When it fires, same-seed "
+        "identity is not promised for that run.", ge=0)
+
+
+@dataclass(frozen=True)
+class OutcomeConfig:
+    """Thresholds of the collapse, recovery and outcome definitions (docs/outputs.md)."""
+
+    collapse_window: Duration = setting(1.0, "Sliding window over which untouched goodput and offered rate are measured.", gt=0)
+    collapse_fraction: float = setting(0.5, "Collapse when untouched goodput stays below this fraction of its offered rate ...", gt=0, le=1)
+    collapse_hold: Duration = setting(2.0, "... for this long (also the hold time of recovery).", ge=0)
+    recovery_fraction: float = setting(0.9, "Recovered when untouched goodput stays at or above this fraction of its offered rate for the hold time.", gt=0, le=1)
+    watch: Duration = setting(30.0, "A collapse can be called metastable only if every fault ended at least this long before the end of the run.", ge=0)
+
+
+# -------------------------------------------------------------------------- load
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How an open-loop rate changes over time."""
+
+    kind: Literal["constant", "step", "ramp", "spike"] = setting(
+        "constant", "constant: rate_per_s throughout. step: rate_per_s until `at`, then `to_rate_per_s`. "
+        "ramp: rate_per_s until `at`, linear to `to_rate_per_s` at `until`, then stays. spike: "
+        "`to_rate_per_s` between `at` and `until`, rate_per_s otherwise.")
+    at: Duration = setting(0.0, "Start of the step, ramp or spike.", ge=0)
+    until: Duration = setting(0.0, "End of the ramp or spike (ignored for constant and step).", ge=0)
+    to_rate_per_s: Rate = setting(0.0, "The rate after the step, at the end of the ramp, or during the spike.", ge=0)
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """The load one client offers: open loop (arrivals regardless of responses) or closed loop."""
+
+    kind: Literal["open", "closed"] = setting("open", "open: arrivals at a rate, whatever happens to earlier requests (what makes retry storms). closed: `users` who each wait for their response, then think.")
+    rate_per_s: Rate = setting(100.0, "Open loop: logical requests per second over all instances of the client.", ge=0)
+    arrivals: Literal["poisson", "uniform"] = setting("poisson", "Open loop: poisson (exponential gaps) or uniform (evenly spaced).")
+    profile: ProfileConfig = setting(ProfileConfig(), "Open loop: how the rate changes over time.")
+    trace: str = setting("", "Open loop: a CSV file of arrival times to replay instead of generating them (column `at_s`, optional column `route`); relative to the scenario file. Empty = off.")
+    users: int = setting(0, "Closed loop: number of users.", ge=0)
+    think_time: Duration = setting(1.0, "Closed loop: mean think time between a response and the user's next request.", ge=0)
+    think: Literal["exponential", "constant"] = setting("exponential", "Closed loop: think-time distribution.")
+    routes: dict[str, float] = setting({}, "Route mix: route name -> weight (normalised). Empty = the service's routes, each with weight 1.")
+
+
+# --------------------------------------------------------------------- transport
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """TLS between the caller and the callee (semantics.md §4)."""
+
+    enabled: bool = setting(False, "Use TLS on new connections.")
+    version: Literal["1.2", "1.3"] = setting("1.3", "TLS 1.2 full handshake: 2 RTTs; TLS 1.3: 1 RTT; resumed: 1 RTT.")
+    resumption: bool = setting(False, "Resume sessions (Go clients resume nothing by default: ClientSessionCache is nil).")
+    key: Literal["ecdsa-p256", "rsa-2048"] = setting("ecdsa-p256", "Server key type; sets the default server CPU per handshake.")
+    server_cpu: Duration = setting(0.0, "Server CPU per full handshake; 0 = by key type (rsa-2048 1.7 ms, ecdsa-p256 0.15 ms, measured Go 1.19.8).", ge=0)
+    handshake_timeout: Duration = setting(10.0, "Client TLSHandshakeTimeout (DefaultTransport: 10s); 0 = none.", ge=0)
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """The caller's http.Transport and http.Client settings for one edge (semantics.md §2)."""
+
+    protocol: Literal["http1"] = setting("http1", "Wire protocol. HTTP/2 arrives with the transport-fidelity issue.")
+    rtt: Duration = setting(0.001, "Network round-trip time between caller and callee; a one-way trip is half.", ge=0)
+    rtt_jitter: Duration = setting(0.0, "Mean of an exponential extra delay added to each one-way trip; 0 = none.", ge=0)
+    dial_timeout: Duration = setting(30.0, "net.Dialer Timeout (DefaultTransport: 30s); 0 = none.", ge=0)
+    tls: TlsConfig = setting(TlsConfig(), "TLS settings.")
+    client_timeout: Duration = setting(0.0, "http.Client Timeout: one deadline over dial, TLS, waiting, headers and body, per attempt; 0 = none (http.DefaultClient).", ge=0)
+    response_header_timeout: Duration = setting(0.0, "Transport ResponseHeaderTimeout, from the request being written; 0 = none.", ge=0)
+    max_conns_per_host: int = setting(0, "Transport MaxConnsPerHost: 0 = no limit; requests beyond it wait FIFO with no timer of their own.", ge=0)
+    max_idle_conns_per_host: int = setting(2, "Transport MaxIdleConnsPerHost (default 2): connections beyond it are closed when they become idle.", ge=0)
+    max_idle_conns: int = setting(100, "Transport MaxIdleConns over all hosts; 0 = no limit.", ge=0)
+    idle_conn_timeout: Duration = setting(90.0, "Transport IdleConnTimeout (DefaultTransport: 90s); 0 = none.", ge=0)
+    disable_keep_alives: bool = setting(False, "Transport DisableKeepAlives: a new connection per request.")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Basic application-level retries of one edge (the policy library extends this)."""
+
+    max_attempts: int = setting(1, "Attempts per logical request, the first included; 1 = no retries.", ge=1)
+    retry_on: tuple[str, ...] = setting(RETRYABLE_KINDS, f"Error kinds that are retried; any of {', '.join(ERROR_KINDS)}.")
+    backoff: Literal["none", "exponential"] = setting("none", "none: retry at once. exponential: base * 2^(retry-1), capped.")
+    backoff_base: Duration = setting(0.1, "Exponential backoff base.", ge=0)
+    backoff_cap: Duration = setting(10.0, "Exponential backoff cap.", ge=0)
+    jitter: Literal["none", "full"] = setting("full", "full: sleep U(0, backoff) (AWS full jitter). none: sleep exactly the backoff.")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """A source of load that calls one service through one edge (transport + policy)."""
+
+    target: str = setting("", "Name of the service this client calls.")
+    instances: int = setting(1, "Client processes, each with its own connection pool (Transport); the load is split evenly.", ge=1)
+    load: LoadConfig = setting(LoadConfig(), "The offered load.")
+    transport: TransportConfig = setting(TransportConfig(), "Transport and client timeouts.")
+    retry: RetryConfig = setting(RetryConfig(), "Retries.")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """A caller -> callee edge between services (service graphs: a later issue)."""
+
+    caller: str = setting("", "Calling service.")
+    callee: str = setting("", "Called service.")
+    transport: TransportConfig = setting(TransportConfig(), "The caller's transport for this edge.")
+    retry: RetryConfig = setting(RetryConfig(), "The caller's retries on this edge.")
+
+
+# ----------------------------------------------------------------------- service
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """One step of a handler. Exactly one of `cpu`, `query`, `sleep`, `alloc` is set."""
+
+    cpu: Duration = setting(0.0, "CPU work on one core.", ge=0)
+    query: str = setting("", "A query on `db.table` through the service's database/sql pool for that database.")
+    sleep: Duration = setting(0.0, "Off-CPU wait (e.g. an unmodelled downstream call).", ge=0)
+    alloc: Size = setting(0, "Heap allocated from this step until the handler returns.", ge=0)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """One endpoint of a service: its handler and how it treats its context."""
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"] = setting("GET", "HTTP method (GET/HEAD: a client disconnect cancels the context; POST with an unread body: it does not).")
+    steps: tuple[StepConfig, ...] = setting((), "The handler's work, in order.")
+    honours_context: bool = setting(False, "Do cancellation and deadlines reach the handler's queries? false: the work runs to completion after the caller has gone (orphaned work).")
+    db_deadline: Duration = setting(0.0, "A context.WithTimeout around each query inside the handler (server-side deadline); 0 = none. A deadline always ends the query, whatever honours_context says.", ge=0)
+    request_body: bool = setting(False, "The request carries a body that the handler does not read before its queries (a POST whose disconnect Go does not notice).")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Go http.Server settings (semantics.md §1)."""
+
+    read_timeout: Duration = setting(0.0, "ReadTimeout: absolute deadline for headers and body from the first byte of the request; cleared once the body is read; 0 = none.", ge=0)
+    read_header_timeout: Duration = setting(0.0, "ReadHeaderTimeout; 0 = falls back to read_timeout.", ge=0)
+    write_timeout: Duration = setting(0.0, "WriteTimeout: from the end of the headers; cancels nothing, the response is lost (client EOF) at the handler's first write after it; 0 = none.", ge=0)
+    idle_timeout: Duration = setting(0.0, "IdleTimeout for keep-alive connections; 0 = falls back to read_timeout.", ge=0)
+    timeout_handler: Duration = setting(0.0, "Wrap every handler in http.TimeoutHandler with this duration (503 at the deadline, the inner context cancelled, the handler keeps running); 0 = off.", ge=0)
+    accept_backlog: int = setting(4096, "Listen backlog (somaxconn, default 4096); beyond it SYNs are dropped silently.", ge=1)
+    header_bytes: Size = setting(512, "Size of a request's header block (what a slow-header client dribbles).", ge=1)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Memory accounting of the server process (connmem experiment, semantics.md §1)."""
+
+    limit: Size = setting(0, "Memory limit (container); reaching it kills the process (OOM); 0 = none.", ge=0)
+    baseline: Size = setting(32 * 1024 * 1024, "Memory of the process at rest.", ge=0)
+    per_connection: Size = setting(10306, "Per open server connection, its goroutine excluded (measured 14,402 B idle keep-alive incl. one goroutine).", ge=0)
+    per_request: Size = setting(2228, "Per in-flight request, its goroutines excluded (measured +6,324 B incl. the background reader).", ge=0)
+    per_goroutine: Size = setting(4096, "Per goroutine (stack and g).", ge=0)
+    restart_after: Duration = setting(0.0, "Restart the process this long after a kill; 0 = stays dead.", ge=0)
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    """CPU of the server process: GOMAXPROCS cores shared FCFS by runnable work."""
+
+    cores: int = setting(2, "GOMAXPROCS cores.", ge=1)
+    gc_cores_per_gib: float = setting(0.0, "GC tax: cores of GC work per GiB of modelled memory; it takes its share of the cores, stretching every CPU burst; 0 = off.", ge=0)
+    gc_max_fraction: float = setting(0.5, "Cap of the GC share of the cores.", ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Go database/sql pool of one service towards one database."""
+
+    max_open_conns: int = setting(0, "SetMaxOpenConns: 0 = unlimited; waiters beyond it get a random freed connection, their wait ends with their context.", ge=0)
+    max_idle_conns: int = setting(2, "SetMaxIdleConns (default 2): released connections beyond it are closed.", ge=0)
+    conn_max_lifetime: Duration = setting(0.0, "SetConnMaxLifetime: a connection older than this is closed instead of reused; 0 = none.", ge=0)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """A Go HTTP service: server settings, CPU, memory, fds, routes and DB pools."""
+
+    instances: int = setting(1, "Instances of the service (more than one: service graphs issue).", ge=1)
+    server: ServerConfig = setting(ServerConfig(), "http.Server settings.")
+    cpu: CpuConfig = setting(CpuConfig(), "CPU.")
+    memory: MemoryConfig = setting(MemoryConfig(), "Memory accounting and OOM.")
+    fd_limit: int = setting(524288, "RLIMIT_NOFILE as the process runs (Go raises the soft limit to the hard one); fds: 3 stdio + listener + connections + DB connections.", ge=8)
+    routes: dict[str, RouteConfig] = setting({}, "Routes by name.")
+    pools: dict[str, PoolConfig] = setting({}, "database/sql pools by database name; a database used without an entry gets the defaults.")
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """A table of a database: its query time."""
+
+    query_time: Duration = setting(0.002, "Mean time of one query on this table (without lock waits).", ge=0)
+    distribution: Literal["constant", "exponential"] = setting("exponential", "Query-time distribution.")
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """A database shared by the services that query it."""
+
+    rtt: Duration = setting(0.0005, "Round trip between a service and the database (one per query, one per dial).", ge=0)
+    tables: dict[str, TableConfig] = setting({}, "Tables by name.")
+
+
+# ------------------------------------------------------------------------ faults
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """One fault on the timeline. `kind` selects which of the other fields apply.
+
+    - ``db_lock``: while it lasts, every query on ``target`` (``db.table``) waits ``lock_wait`` first.
+    - ``latency``: ``delay`` added to the handlers of ``routes`` of service ``target``.
+    - ``error_rate``: a fraction ``rate`` of the requests to ``routes`` of ``target`` fail with ``status``.
+    - ``slow_headers``: ``connections_per_s`` new connections to service ``target`` that dribble their
+      headers at ``bytes_per_s`` (0 = mute: connect and send nothing).
+    """
+
+    kind: Literal["db_lock", "latency", "error_rate", "slow_headers"] = setting("db_lock", "Fault kind.")
+    at: Duration = setting(0.0, "Start of the fault.", ge=0)
+    duration: Duration = setting(0.0, "How long it lasts; 0 = until the end of the run.", ge=0)
+    target: str = setting("", "db_lock: `database.table`; others: a service name.")
+    routes: tuple[str, ...] = setting((), "latency, error_rate: routes it acts on; empty = every route of the service.")
+    lock_wait: Duration = setting(15.0, "db_lock: wait of each query on the locked table.", ge=0)
+    delay: Duration = setting(0.0, "latency: delay added to the handler.", ge=0)
+    rate: float = setting(0.0, "error_rate: fraction of requests that fail.", ge=0, le=1)
+    status: int = setting(500, "error_rate: HTTP status returned.", ge=400, le=599)
+    connections_per_s: Rate = setting(0.0, "slow_headers: new slow connections per second.", ge=0)
+    bytes_per_s: float = setting(0.0, "slow_headers: header bytes per second per connection; 0 = mute.", ge=0)
+
+
+# ---------------------------------------------------------------------- scenario
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario: services, clients, edges, databases and a fault timeline."""
+
+    name: str = setting("scenario", "Scenario name (used in output folder names).")
+    description: str = setting("", "What the scenario shows.")
+    seed: int = setting(1, "Default seed (overridden by --seed).", ge=0)
+    duration: Duration = setting(60.0, "Simulated time.", gt=0)
+    warmup: Duration = setting(0.0, "Requests arriving before this are left out of the population.", ge=0)
+    sample_interval: Duration = setting(0.1, "Time-series sampling interval.", gt=0)
+    record_requests: bool = setting(True, "Keep per-request and per-attempt records (needed for percentiles).")
+    limits: LimitsConfig = setting(LimitsConfig(), "Runaway guards.")
+    outcome: OutcomeConfig = setting(OutcomeConfig(), "Collapse and recovery thresholds.")
+    services: dict[str, ServiceConfig] = setting({}, "Services by name.")
+    databases: dict[str, DatabaseConfig] = setting({}, "Databases by name.")
+    clients: dict[str, ClientConfig] = setting({}, "Clients (load sources) by name.")
+    edges: tuple[EdgeConfig, ...] = setting((), "Caller -> callee edges between services (service graphs issue).")
+    faults: tuple[FaultConfig, ...] = setting((), "The fault timeline; the first fault's start is the trigger time.")
+    variants: dict[str, dict[str, Any]] = setting({}, "Named variants: variant name -> {dotted.path: value} overrides, chosen with --variant.")
