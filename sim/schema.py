@@ -296,11 +296,13 @@ class FaultConfig:
     - ``db_lock``: while it lasts, every query on ``target`` (``db.table``) waits ``lock_wait`` first.
     - ``latency``: ``delay`` added to the handlers of ``routes`` of service ``target``.
     - ``error_rate``: a fraction ``rate`` of the requests to ``routes`` of ``target`` fail with ``status``.
-    - ``slow_headers``: ``connections_per_s`` new connections to service ``target`` that dribble their
-      headers at ``bytes_per_s`` (0 = mute: connect and send nothing).
+    - ``slow_clients``: ``connections_per_s`` new connections to service ``target`` that dribble
+      their header block (``services.X.server.header_bytes``) and then ``body_bytes`` of body at
+      ``bytes_per_s`` (0 = mute: connect and send nothing), then request ``route`` (empty: a path
+      no route serves, answered 404). They are attack traffic: not logical requests.
     """
 
-    kind: Literal["db_lock", "latency", "error_rate", "slow_headers"] = setting("db_lock", "Fault kind.")
+    kind: Literal["db_lock", "latency", "error_rate", "slow_clients"] = setting("db_lock", "Fault kind.")
     at: Duration = setting(0.0, "Start of the fault.", ge=0)
     duration: Duration = setting(0.0, "How long it lasts; 0 = until the end of the run.", ge=0)
     target: str = setting("", "db_lock: `database.table`; others: a service name.")
@@ -309,8 +311,10 @@ class FaultConfig:
     delay: Duration = setting(0.0, "latency: delay added to the handler.", ge=0)
     rate: float = setting(0.0, "error_rate: fraction of requests that fail.", ge=0, le=1)
     status: int = setting(500, "error_rate: HTTP status returned.", ge=400, le=599)
-    connections_per_s: Rate = setting(0.0, "slow_headers: new slow connections per second.", ge=0)
-    bytes_per_s: float = setting(0.0, "slow_headers: header bytes per second per connection; 0 = mute.", ge=0)
+    connections_per_s: Rate = setting(0.0, "slow_clients: new slow connections per second (Poisson).", ge=0)
+    bytes_per_s: float = setting(0.0, "slow_clients: bytes per second each connection sends; 0 = mute.", ge=0)
+    body_bytes: Size = setting(0, "slow_clients: request body dribbled after the headers.", ge=0)
+    route: str = setting("", "slow_clients: the route requested once the request is complete; empty = none (404).")
 
 
 # ---------------------------------------------------------------------- scenario

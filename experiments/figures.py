@@ -1,0 +1,391 @@
+"""Plotly figure factories for one run and for a comparison of runs.
+
+This module owns how a ``RunResult`` looks: the stacked time-series panels of
+one run (levels the engine sampled, per-window series from ``sim.outputs``),
+the fault windows and milestones drawn across them, and the overlay of several
+runs for a scenario comparison. Every factory is pure: data in,
+``plotly.graph_objects.Figure`` out, no file I/O. Missing series (a level the
+engine did not sample, windows not computed yet) leave their panel empty
+instead of failing. Long traces are decimated to at most ``MAX_POINTS_PER_TRACE``
+points with a min/max envelope, so peaks survive and the HTML stays small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from sim.result import RunResult
+from sim.schema import ERROR_KINDS, ServiceConfig
+
+MAX_POINTS_PER_TRACE = 3000
+PANEL_HEIGHT_PX = 230
+MIB = 1024 * 1024
+
+TIMESERIES_PANELS: tuple[tuple[str, str], ...] = (
+    # (panel title, y-axis label with unit)
+    ("Server connections and accept queue", "connections"),
+    ("Open file descriptors", "fds"),
+    ("Goroutines", "goroutines"),
+    ("Memory", "MiB"),
+    ("CPU utilization and GC share", "fraction of cores"),
+    ("Goodput against offered load", "requests/s"),
+    ("Latency per window", "ms (log)"),
+    ("Errors by kind", "errors/s"),
+    ("DB pool", "connections"),
+)
+COMPARISON_PANELS: tuple[tuple[str, str], ...] = (
+    ("Server connections", "connections"),
+    ("Open file descriptors", "fds"),
+    ("Memory", "MiB"),
+    ("Untouched goodput", "requests/s"),
+    ("P99 latency per window", "ms (log)"),
+)
+LATENCY_ROW = 7      # 1-based rows with a log y axis
+COMPARISON_LATENCY_ROW = 5
+
+FAULT_FILL = "rgba(255, 140, 0, 0.13)"
+MILESTONE_COLOURS: dict[str, str] = {
+    "trigger": "#d62728",
+    "collapse": "#7f0000",
+    "fd_exhausted": "#8c564b",
+    "oom_kill": "#000000",
+    "restart": "#2ca02c",
+    "recovered": "#1f77b4",
+    "truncated": "#7f7f7f",
+}
+ERROR_COLOURS: dict[str, str] = dict(zip(ERROR_KINDS, qualitative.Set1 + qualitative.Pastel1))
+RUN_COLOURS: list[str] = list(qualitative.Plotly)
+
+
+@dataclass(frozen=True)
+class MilestoneMark:
+    """One instant worth a vertical line: what happened (``kind``), its label and time."""
+
+    kind: str        # a key of MILESTONE_COLOURS
+    label: str
+    at_s: float
+
+
+# ------------------------------------------------------------------ data access
+
+
+def decimate(x: np.ndarray, y: np.ndarray,
+             max_points: int = MAX_POINTS_PER_TRACE) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` points of (x, y), keeping each bucket's min and max.
+
+    A plain stride would drop the single sample where connections peaked; the
+    min/max envelope keeps it (and the troughs), in time order.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n <= max_points:
+        return x, y
+    n_buckets = max(1, max_points // 2)
+    per_bucket = -(-n // n_buckets)
+    padded = np.full(n_buckets * per_bucket, np.nan)
+    padded[:n] = y
+    grid = padded.reshape(n_buckets, per_bucket)
+    base = np.arange(n_buckets) * per_bucket
+    with np.errstate(invalid="ignore"):
+        hi = np.argmax(np.where(np.isnan(grid), -np.inf, grid), axis=1)
+        lo = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=1)
+    keep = np.unique(np.concatenate([base + hi, base + lo]))
+    keep = keep[keep < n]
+    return x[keep], y[keep]
+
+
+def the_service(result: RunResult) -> ServiceConfig | None:
+    """The service whose process the levels describe (the first one if several)."""
+    services = result.scenario.services
+    return next(iter(services.values()), None) if services else None
+
+
+def window_rate_per_s(result: RunResult, key: str) -> np.ndarray | None:
+    """A per-window count as a rate: count / sample_interval, or None if absent."""
+    counts = result.windows.get(key)
+    if counts is None:
+        return None
+    return np.asarray(counts, dtype=float) / float(result.scenario.sample_interval)
+
+
+def summary_or_milestone(result: RunResult, key: str) -> float | None:
+    """An instant from the summary, else from the milestones, else None."""
+    value = result.summary.get(key)
+    if value is None:
+        value = getattr(result.milestones, key, None)
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def milestone_marks(result: RunResult) -> list[MilestoneMark]:
+    """The instants drawn as vertical lines, in time order."""
+    m = result.milestones
+    marks: list[MilestoneMark] = []
+
+    def add(kind: str, label: str, at_s: float | None) -> None:
+        if at_s is not None and np.isfinite(at_s):
+            marks.append(MilestoneMark(kind, label, float(at_s)))
+
+    add("trigger", "trigger", summary_or_milestone(result, "trigger_at_s"))
+    add("collapse", "collapse", summary_or_milestone(result, "collapse_at_s"))
+    add("fd_exhausted", "fd exhausted", summary_or_milestone(result, "fd_exhausted_at_s"))
+    kills = list(m.kills)
+    oom_at = summary_or_milestone(result, "oom_killed_at_s")
+    if oom_at is not None and not any(abs(k - oom_at) < 1e-9 for k in kills):
+        kills.insert(0, oom_at)
+    for i, at_s in enumerate(sorted(kills)):
+        add("oom_kill", "OOM kill" if len(kills) == 1 else f"OOM kill {i + 1}", at_s)
+    for i, at_s in enumerate(m.restarts):
+        add("restart", "restart" if len(m.restarts) == 1 else f"restart {i + 1}", at_s)
+    add("recovered", "recovered", summary_or_milestone(result, "recovered_at_s"))
+    if m.truncated:
+        add("truncated", f"truncated ({m.truncated_by or 'guard'})", m.end_at_s)
+    return sorted(marks, key=lambda mark: mark.at_s)
+
+
+# ------------------------------------------------------------------- drawing
+
+
+def _legend_name(row: int) -> str:
+    return "legend" if row == 1 else f"legend{row}"
+
+
+def _axis_suffix(row: int) -> str:
+    return "" if row == 1 else str(row)
+
+
+def _line(fig: go.Figure, row: int, x: np.ndarray, y: np.ndarray | None, name: str, *,
+          colour: str | None = None, dash: str | None = None, stack: bool = False,
+          legend: str | None = None, legendgroup: str | None = None,
+          showlegend: bool = True, hover_unit: str = "") -> None:
+    """Add one decimated line (or stacked area) to a panel; skip it if y is missing."""
+    if y is None or len(y) == 0:
+        return
+    n = min(len(x), len(y))
+    xs, ys = decimate(np.asarray(x[:n]), np.asarray(y[:n]))
+    trace = go.Scatter(
+        x=xs, y=ys, name=name, mode="lines",
+        line=dict(color=colour, dash=dash, width=1.4),
+        legend=legend or _legend_name(row), legendgroup=legendgroup, showlegend=showlegend,
+        hovertemplate=f"%{{y:.4g}}{hover_unit} at %{{x:.2f}} s<extra>{name}</extra>",
+    )
+    if stack:
+        trace.update(stackgroup=f"stack{row}", line=dict(width=0.5, color=colour))
+    fig.add_trace(trace, row=row, col=1)
+
+
+def _limit_line(fig: go.Figure, row: int, x: np.ndarray, limit: float, observed_max: float,
+                name: str, unit: str) -> None:
+    """A dashed horizontal limit; when it is far above the data, keep the data readable."""
+    if len(x) == 0:
+        return
+    t0, t1 = float(np.nanmin(x)), float(np.nanmax(x))
+    fig.add_trace(go.Scatter(
+        x=[t0, t1], y=[limit, limit], name=f"{name} ({limit:,.0f} {unit})", mode="lines",
+        line=dict(color="#d62728", dash="dash", width=1.2), legend=_legend_name(row),
+        hovertemplate=f"{name}: {limit:,.0f} {unit}<extra></extra>",
+    ), row=row, col=1)
+    if observed_max > 0 and limit > 20 * observed_max:
+        fig.update_yaxes(range=[0, observed_max * 1.15], row=row, col=1)
+        fig.add_annotation(
+            text=f"{name} {limit:,.0f} {unit} (off scale)", showarrow=False,
+            xref=f"x{_axis_suffix(row)} domain", yref=f"y{_axis_suffix(row)} domain",
+            x=0.995, y=0.97, xanchor="right", yanchor="top",
+            font=dict(size=10, color="#d62728"), name="limit_off_scale")
+
+
+def _shade_faults(fig: go.Figure, result: RunResult, n_rows: int) -> None:
+    """One translucent band per fault window across every panel, labelled once on top."""
+    for fault in result.milestones.faults:
+        for row in range(1, n_rows + 1):
+            s = _axis_suffix(row)
+            fig.add_shape(
+                type="rect", xref=f"x{s}", yref=f"y{s} domain", x0=fault.start_at, x1=fault.end_at,
+                y0=0, y1=1, fillcolor=FAULT_FILL, line_width=0, layer="below",
+                name=f"fault:{fault.kind}")
+        fig.add_annotation(
+            text=f"{fault.kind} ({fault.target})" if fault.target else fault.kind,
+            x=fault.start_at, xref="x", xanchor="left", y=1, yref="y domain", yanchor="top",
+            showarrow=False, font=dict(size=10, color="#a65c00"), name=f"fault:{fault.kind}",
+            hovertext=f"{fault.kind} on {fault.target}: {fault.start_at:.2f} s to {fault.end_at:.2f} s")
+
+
+def _mark_milestones(fig: go.Figure, marks: list[MilestoneMark], n_rows: int) -> None:
+    """A vertical line per milestone through every panel; labels staggered above the top one."""
+    for i, mark in enumerate(marks):
+        colour = MILESTONE_COLOURS.get(mark.kind, "#444")
+        for row in range(1, n_rows + 1):
+            s = _axis_suffix(row)
+            fig.add_shape(
+                type="line", xref=f"x{s}", yref=f"y{s} domain", x0=mark.at_s, x1=mark.at_s,
+                y0=0, y1=1, line=dict(color=colour, width=1.2, dash="dot"),
+                name=f"milestone:{mark.kind}")
+        fig.add_annotation(
+            text=f"{mark.label} {mark.at_s:.1f} s", x=mark.at_s, xref="x",
+            y=1, yref="paper", yanchor="bottom", yshift=4 + 15 * (i % 3),
+            showarrow=False, font=dict(size=11, color=colour), name=f"milestone:{mark.kind}",
+            bgcolor="rgba(255,255,255,0.8)")
+
+
+def _stack_layout(fig: go.Figure, panels: tuple[tuple[str, str], ...], *, per_panel_legend: bool,
+                  title: str, top_margin_px: int) -> None:
+    n_rows = len(panels)
+    for row, (_, ylabel) in enumerate(panels, start=1):
+        fig.update_yaxes(title_text=ylabel, title_font=dict(size=11), row=row, col=1)
+        if per_panel_legend:
+            domain = fig.layout[f"yaxis{_axis_suffix(row)}"].domain
+            fig.layout[_legend_name(row)] = dict(
+                x=1.01, xanchor="left", y=domain[1], yanchor="top", font=dict(size=10),
+                bgcolor="rgba(255,255,255,0)", tracegroupgap=2)
+    fig.update_xaxes(title_text="time (s)", row=n_rows, col=1)
+    fig.update_xaxes(showticklabels=True, ticks="outside")
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left"),
+        height=PANEL_HEIGHT_PX * n_rows + top_margin_px, margin=dict(l=70, r=230, t=top_margin_px, b=50),
+        hovermode="x unified", template="plotly_white",
+    )
+
+
+# ----------------------------------------------------------------- factories
+
+
+def timeseries_figure(result: RunResult) -> go.Figure:
+    """The nine stacked panels of one run, with fault windows and milestones."""
+    n_rows = len(TIMESERIES_PANELS)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.022,
+                        subplot_titles=[title for title, _ in TIMESERIES_PANELS])
+    lv, win = result.levels, result.windows
+    t = np.asarray(lv.get("time_s", []), dtype=float)
+    tw = np.asarray(win.get("time_s", []), dtype=float)
+    service = the_service(result)
+
+    # (1) connections and accept queue
+    _line(fig, 1, t, lv.get("server_connections"), "server connections")
+    _line(fig, 1, t, lv.get("accept_queue"), "accept queue")
+    _line(fig, 1, t, lv.get("client_connections"), "client connections", dash="dot")
+    # (2) fds against the limit
+    fds = lv.get("open_fds")
+    _line(fig, 2, t, fds, "open fds")
+    if service is not None:
+        _limit_line(fig, 2, t, float(service.fd_limit), _nanmax(fds), "fd limit", "fds")
+    # (3) goroutines
+    _line(fig, 3, t, lv.get("goroutines"), "goroutines")
+    # (4) memory
+    memory = lv.get("memory_mib")
+    _line(fig, 4, t, memory, "memory", hover_unit=" MiB")
+    if service is not None and service.memory.limit > 0:
+        _limit_line(fig, 4, t, service.memory.limit / MIB, _nanmax(memory), "memory limit", "MiB")
+    # (5) CPU
+    _line(fig, 5, t, lv.get("cpu_utilization"), "CPU utilization")
+    _line(fig, 5, t, lv.get("gc_fraction"), "GC fraction", dash="dot")
+    # (6) goodput against offered
+    for side, colour in (("untouched", "#1f77b4"), ("touched", "#ff7f0e")):
+        _line(fig, 6, tw, window_rate_per_s(result, f"arrivals_{side}"), f"offered ({side})",
+              colour=colour, dash="dash", hover_unit=" req/s")
+        _line(fig, 6, tw, window_rate_per_s(result, f"successes_{side}"), f"goodput ({side})",
+              colour=colour, hover_unit=" req/s")
+    # (7) latency
+    _line(fig, 7, tw, _positive(win.get("p50_ms")), "P50", hover_unit=" ms")
+    _line(fig, 7, tw, _positive(win.get("p99_ms")), "P99", hover_unit=" ms")
+    fig.update_yaxes(type="log", row=LATENCY_ROW, col=1)
+    # (8) errors by kind, stacked, plus retries as a line
+    for kind in ERROR_KINDS:
+        rate = window_rate_per_s(result, f"failures.{kind}")
+        if rate is not None and np.nansum(rate) > 0:
+            _line(fig, 8, tw, rate, kind, colour=ERROR_COLOURS.get(kind), stack=True,
+                  hover_unit=" /s")
+    retries = window_rate_per_s(result, "retries")
+    if retries is not None and np.nansum(retries) > 0:
+        _line(fig, 8, tw, retries, "retries", colour="#444", dash="dot", hover_unit=" /s")
+    # (9) DB pools
+    for key in sorted(k for k in lv if k.startswith("db_in_use.")):
+        _line(fig, 9, t, lv[key], f"in use {key.split('.', 1)[1]}")
+    for key in sorted(k for k in lv if k.startswith("db_waiters.")):
+        _line(fig, 9, t, lv[key], f"waiters {key.split('.', 1)[1]}", dash="dash")
+
+    _shade_faults(fig, result, n_rows)
+    _mark_milestones(fig, milestone_marks(result), n_rows)
+    outcome = result.summary.get("outcome")
+    title = f"{result.scenario.name}: seed {result.seed}" + (f", {outcome}" if outcome else "")
+    _stack_layout(fig, TIMESERIES_PANELS, per_panel_legend=True, title=title, top_margin_px=130)
+    return fig
+
+
+def comparison_figure(results: list[tuple[str, RunResult]]) -> go.Figure:
+    """Key series of several runs overlaid, one colour per run, shared time axis."""
+    n_rows = len(COMPARISON_PANELS)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[title for title, _ in COMPARISON_PANELS])
+    seen_faults: set[tuple[str, float, float]] = set()
+    for i, (label, result) in enumerate(results):
+        colour = RUN_COLOURS[i % len(RUN_COLOURS)]
+        lv, win = result.levels, result.windows
+        t = np.asarray(lv.get("time_s", []), dtype=float)
+        tw = np.asarray(win.get("time_s", []), dtype=float)
+        goodput = win.get("goodput_untouched_rps")
+        if goodput is None:
+            goodput = window_rate_per_s(result, "successes_untouched")
+        series = (
+            (t, lv.get("server_connections")),
+            (t, lv.get("open_fds")),
+            (t, lv.get("memory_mib")),
+            (tw, goodput),
+            (tw, _positive(win.get("p99_ms"))),
+        )
+        first_shown = True
+        for row, (x, y) in enumerate(series, start=1):
+            if y is None or len(y) == 0:
+                continue
+            _line(fig, row, x, y, label, colour=colour, legend="legend", legendgroup=label,
+                  showlegend=first_shown)
+            first_shown = False
+        collapse_at = summary_or_milestone(result, "collapse_at_s")
+        if collapse_at is not None:
+            for row in range(1, n_rows + 1):
+                s = _axis_suffix(row)
+                fig.add_shape(type="line", xref=f"x{s}", yref=f"y{s} domain", x0=collapse_at,
+                              x1=collapse_at, y0=0, y1=1, line=dict(color=colour, dash="dot", width=1),
+                              name=f"milestone:collapse:{label}")
+        for fault in result.milestones.faults:
+            seen_faults.add((fault.kind, float(fault.start_at), float(fault.end_at)))
+    for kind, start_at, end_at in sorted(seen_faults, key=lambda f: (f[1], f[2], f[0])):
+        for row in range(1, n_rows + 1):
+            s = _axis_suffix(row)
+            fig.add_shape(type="rect", xref=f"x{s}", yref=f"y{s} domain", x0=start_at, x1=end_at,
+                          y0=0, y1=1, fillcolor=FAULT_FILL, line_width=0, layer="below",
+                          name=f"fault:{kind}")
+        fig.add_annotation(text=kind, x=start_at, xref="x", xanchor="left", y=1, yref="y domain",
+                           yanchor="top", showarrow=False, font=dict(size=10, color="#a65c00"),
+                           name=f"fault:{kind}")
+    fig.update_yaxes(type="log", row=COMPARISON_LATENCY_ROW, col=1)
+    _stack_layout(fig, COMPARISON_PANELS, per_panel_legend=False,
+                  title="Scenario comparison (dotted lines: collapse of each run)", top_margin_px=80)
+    return fig
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _nanmax(y: Any) -> float:
+    if y is None or len(y) == 0:
+        return 0.0
+    arr = np.asarray(y, dtype=float)
+    return float(np.nanmax(arr)) if np.isfinite(arr).any() else 0.0
+
+
+def _positive(y: Any) -> np.ndarray | None:
+    """Values for a log axis: non-positive ones become gaps instead of errors."""
+    if y is None:
+        return None
+    arr = np.asarray(y, dtype=float).copy()
+    arr[~(arr > 0)] = np.nan
+    return arr

@@ -1,0 +1,487 @@
+"""A client process: Go's http.Client and http.Transport towards one service, plus retries.
+
+Each ``ClientInstance`` is one client process with its own Transport
+(semantics.md §2):
+
+- getConn takes the most recently used idle connection (LIFO); with none it
+  dials, and meanwhile waits FIFO for any connection that becomes idle, taking
+  whichever comes first; a finished dial nobody wants goes to the idle pool
+  (Go 1.23: dials are detached from the request that started them);
+- ``MaxConnsPerHost`` counts dialling and open connections; requests beyond it
+  wait FIFO for an idle connection or a dial slot, with no timer of their own;
+- a connection becoming idle beyond ``MaxIdleConnsPerHost`` is closed;
+  ``IdleConnTimeout`` closes idle connections;
+- dial: SYN, SYN retransmits at 1, 3, 7, 15, 31, 63 s when the accept queue
+  drops it, a reset when nothing listens, ``dial_timeout``; then TLS with
+  ``TLSHandshakeTimeout``;
+- ``Client.Timeout`` is one deadline per attempt over all of that, the wait and
+  the response; ``ResponseHeaderTimeout`` runs from the request being written;
+  an HTTP/1 request that times out closes its connection;
+- a request on a reused connection that the server closed (the keep-alive race)
+  or reset is retried transparently when it is idempotent.
+
+Application retries (``RetryPolicy``) wrap attempts into one logical request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from sim.connection import Conn, Link
+from sim.result import ERROR_CODE, INCOMPLETE, SUCCESS
+from sim.retry import RetryPolicy
+from sim.schema import ClientConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.world import Service, World
+
+SYN_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)   # cumulative, tcp_syn_retries = 6
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+RETRY_TRANSPARENTLY = object()
+
+
+class Request:
+    """A logical request: what a user asked for."""
+
+    __slots__ = ("id", "client", "route", "touched", "arrival_at", "attempts", "current")
+
+    def __init__(self, request_id: int, client: "ClientInstance", route: int, arrival_at: float) -> None:
+        self.id = request_id
+        self.client = client
+        self.route = route
+        self.touched = False
+        self.arrival_at = arrival_at
+        self.attempts = 0
+        self.current: Attempt | None = None
+
+
+class Attempt:
+    """One try on the wire."""
+
+    __slots__ = ("request", "client", "number", "route", "start_at", "event", "error", "status", "conn",
+                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting")
+
+    def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
+        self.request = request
+        self.client = client
+        self.number = number
+        self.route = request.route
+        self.start_at = now
+        self.event: simpy.Event | None = None
+        self.error: str | None = None
+        self.status = 0
+        self.conn: Conn | None = None
+        self.timer = None
+        self.header_timer = None
+        self.exchange = None
+        self.new_conn = False
+        self.finished = False
+        self.waiting = False
+
+
+class Dial:
+    __slots__ = ("conn", "attempt", "timer", "syn_sent_at", "syn_tries", "started_at", "done")
+
+    def __init__(self, conn: Conn, attempt: Attempt | None, now: float) -> None:
+        self.conn = conn
+        self.attempt = attempt
+        self.timer = None
+        self.syn_sent_at = now
+        self.syn_tries = 0
+        self.started_at = now
+        self.done = False
+
+
+class ClientInstance:
+    def __init__(self, world: "World", name: str, index: int, config: ClientConfig, service: "Service") -> None:
+        self.world = world
+        self.env: simpy.Environment = world.env
+        self.timers = world.timers
+        self.name = name
+        self.index = index
+        self.client_index = world.client_names.index(name)
+        self.config = config
+        self.service = service
+        t = config.transport
+        self.link = Link(t.rtt, t.rtt_jitter, world.streams.exponential(f"client.{name}.{index}.link"))
+        self.tls = t.tls if t.tls.enabled else None
+        self.has_session = False
+        self.client_timeout_s = t.client_timeout
+        self.header_timeout_s = t.response_header_timeout
+        self.dial_timeout_s = t.dial_timeout
+        self.tls_timeout_s = t.tls.handshake_timeout
+        self.max_conns = t.max_conns_per_host
+        self.max_idle = min(t.max_idle_conns_per_host, t.max_idle_conns) if t.max_idle_conns else t.max_idle_conns_per_host
+        self.idle_conn_timeout_s = t.idle_conn_timeout
+        self.keep_alive = not t.disable_keep_alives
+        self.retry = RetryPolicy(config.retry)
+        self._backoff_uniform = world.streams.uniform(f"client.{name}.{index}.backoff")
+        self.idle: list[Conn] = []
+        self.n_conns = 0
+        self._wanters: deque[Attempt] = deque()
+        self._slot_waiters: deque[Attempt] = deque()
+        self.methods = service.route_methods
+
+    # ----------------------------------------------------------- logical request
+    def run_request(self, request: Request):
+        world = self.world
+        env = self.env
+        number = 0
+        while True:
+            number += 1
+            attempt = Attempt(request, self, number, env.now)
+            request.attempts = number
+            request.current = attempt
+            yield from self._attempt(attempt)
+            if world.stopped:
+                return
+            kind = attempt.error
+            if kind is None:
+                status = attempt.status
+                if 200 <= status < 300:
+                    world.record_attempt(attempt, SUCCESS)
+                    world.finish_request(request, SUCCESS)
+                    return
+                kind = "http_5xx" if status >= 500 else "http_4xx"
+            world.record_attempt(attempt, ERROR_CODE[kind])
+            if not self.retry.should_retry(number, kind):
+                world.finish_request(request, ERROR_CODE[kind])
+                return
+            backoff_s = self.retry.backoff_s(number, self._backoff_uniform.next())
+            if backoff_s > 0:
+                yield env.timeout(backoff_s)
+
+    def _attempt(self, att: Attempt):
+        env = self.env
+        if self.client_timeout_s > 0:
+            att.timer = self.timers.start(self.client_timeout_s, self._on_attempt_timeout, att)
+        while True:
+            conn = self._take_idle()
+            if conn is None:
+                att.event = simpy.Event(env)
+                att.waiting = True
+                self._wanters.append(att)
+                if self.max_conns and self.n_conns >= self.max_conns:
+                    self._slot_waiters.append(att)
+                else:
+                    self._start_dial(att)
+                conn = yield att.event
+                if att.error is not None:
+                    return
+            self._send(att, conn)
+            att.event = simpy.Event(env)
+            outcome = yield att.event
+            if outcome is RETRY_TRANSPARENTLY and att.error is None:
+                continue
+            return
+
+    def _finish_attempt(self, att: Attempt) -> None:
+        att.finished = True
+        if att.timer is not None:
+            att.timer.cancel()
+            att.timer = None
+        if att.header_timer is not None:
+            att.header_timer.cancel()
+            att.header_timer = None
+
+    def _fail(self, att: Attempt, kind: str) -> None:
+        """End the attempt with an error (whatever phase it is in)."""
+        if att.finished:
+            return
+        self._finish_attempt(att)
+        att.error = kind
+        att.waiting = False
+        conn = att.conn
+        if conn is not None:
+            att.conn = None
+            conn.attempt = None
+            if att.exchange is not None and att.exchange.caller_gone_at is None:
+                att.exchange.caller_gone_at = self.env.now
+            if conn.client_open:
+                self._close(conn, notify_server=True)   # HTTP/1: a failed request kills its connection
+        if not att.event.triggered:
+            att.event.succeed(None)
+
+    def _on_attempt_timeout(self, att: Attempt) -> None:
+        att.timer = None
+        self._fail(att, "client_timeout")
+
+    def _on_header_timeout(self, att: Attempt) -> None:
+        att.header_timer = None
+        self._fail(att, "response_header_timeout")
+
+    # ------------------------------------------------------------ connections
+    def _take_idle(self) -> Conn | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            conn.in_pool = False
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
+                conn.idle_timer = None
+            if conn.client_open:
+                return conn
+        return None
+
+    def _give(self, conn: Conn) -> bool:
+        """Hand a ready connection to the oldest attempt still waiting for one."""
+        wanters = self._wanters
+        while wanters:
+            att = wanters.popleft()
+            if att.waiting:
+                att.waiting = False
+                att.event.succeed(conn)
+                return True
+        return False
+
+    def _put_idle(self, conn: Conn) -> None:
+        if not conn.client_open:
+            return
+        if not self.keep_alive:
+            self._close(conn, notify_server=True)
+            return
+        if self._give(conn):
+            return
+        if len(self.idle) >= self.max_idle:
+            self._close(conn, notify_server=True)      # errTooManyIdleHost
+            return
+        conn.in_pool = True
+        self.idle.append(conn)
+        if self.idle_conn_timeout_s > 0:
+            conn.idle_timer = self.timers.start(self.idle_conn_timeout_s, self._on_idle_conn_timeout, conn)
+
+    def _on_idle_conn_timeout(self, conn: Conn) -> None:
+        conn.idle_timer = None
+        if conn.in_pool and conn.client_open:
+            self._close(conn, notify_server=True)
+
+    def _close(self, conn: Conn, notify_server: bool) -> None:
+        if not conn.client_open:
+            return
+        conn.client_open = False
+        if conn.in_pool:
+            conn.in_pool = False
+            try:
+                self.idle.remove(conn)
+            except ValueError:
+                pass
+        if conn.idle_timer is not None:
+            conn.idle_timer.cancel()
+            conn.idle_timer = None
+        self.n_conns -= 1
+        self.world.client_conns -= 1
+        if notify_server and conn.established:
+            ev = self.env.timeout(conn.link.one_way(), conn)
+            ev.callbacks.append(self._on_fin_reaches_server)
+        self._dial_slot_freed()
+
+    def _on_fin_reaches_server(self, event: simpy.Event) -> None:
+        conn = event.value
+        conn.server.on_client_close(conn)
+
+    def _dial_slot_freed(self) -> None:
+        waiters = self._slot_waiters
+        while waiters and (not self.max_conns or self.n_conns < self.max_conns):
+            att = waiters.popleft()
+            if att.waiting:
+                self._start_dial(att)
+                return
+
+    # ------------------------------------------------------------------- dial
+    def _start_dial(self, att: Attempt | None) -> None:
+        world = self.world
+        self.n_conns += 1
+        world.client_conns += 1
+        if world.client_conns > world.peak_client_conns:
+            world.peak_client_conns = world.client_conns
+        conn = Conn(world.next_conn_id(), self, self.link, None)
+        dial = Dial(conn, att, self.env.now)
+        if att is not None:
+            att.new_conn = True
+        if self.dial_timeout_s > 0:
+            dial.timer = self.timers.start(self.dial_timeout_s, self._on_dial_timeout, dial)
+        self._send_syn(dial)
+
+    def _send_syn(self, dial: Dial) -> None:
+        dial.syn_sent_at = self.env.now
+        ev = self.env.timeout(self.link.one_way(), dial)
+        ev.callbacks.append(self._on_syn_arrives)
+
+    def _on_syn_arrives(self, event: simpy.Event) -> None:
+        dial: Dial = event.value
+        if dial.done:
+            return
+        server = self.service.current
+        verdict = server.on_syn(dial.conn) if server is not None else "refuse"
+        if verdict == "accept":
+            dial.conn.server = server
+            ev = self.env.timeout(self.link.one_way(), dial)
+            ev.callbacks.append(self._on_established)
+        elif verdict == "drop":
+            if dial.syn_tries < len(SYN_RETRANSMIT_AFTER_S):
+                wait_s = dial.started_at + SYN_RETRANSMIT_AFTER_S[dial.syn_tries] - self.env.now
+                dial.syn_tries += 1
+                ev = self.env.timeout(max(wait_s, 0.0), dial)
+                ev.callbacks.append(self._on_syn_retransmit)
+            # else: the dial times out (dial_timeout) or hangs until the attempt's deadline
+        else:
+            ev = self.env.timeout(self.link.one_way(), (dial, "conn_refused"))
+            ev.callbacks.append(self._on_dial_error)
+
+    def _on_syn_retransmit(self, event: simpy.Event) -> None:
+        dial: Dial = event.value
+        if not dial.done:
+            self._send_syn(dial)
+
+    def _on_dial_timeout(self, dial: Dial) -> None:
+        dial.timer = None
+        self._dial_failed(dial, "dial_timeout")
+
+    def _on_dial_error(self, event: simpy.Event) -> None:
+        dial, kind = event.value
+        self._dial_failed(dial, kind)
+
+    def _dial_failed(self, dial: Dial, kind: str) -> None:
+        if dial.done:
+            return
+        dial.done = True
+        if dial.timer is not None:
+            dial.timer.cancel()
+            dial.timer = None
+        conn = dial.conn
+        if conn.client_open:
+            self._close(conn, notify_server=conn.established)
+        att = dial.attempt
+        if att is not None and att.waiting:
+            self._fail(att, kind)
+
+    def _on_established(self, event: simpy.Event) -> None:
+        dial: Dial = event.value
+        if dial.done:
+            return
+        conn = dial.conn
+        conn.established = True
+        # the ACK (with the ClientHello under TLS) travels to the listener
+        ev = self.env.timeout(self.link.one_way(), conn)
+        ev.callbacks.append(self._on_ack_reaches_server)
+        if self.tls is not None:
+            if dial.timer is not None:
+                dial.timer.cancel()
+                dial.timer = None
+            if self.tls_timeout_s > 0:
+                dial.timer = self.timers.start(self.tls_timeout_s, self._on_tls_timeout, dial)
+            conn.attempt = dial      # the dial waiting for its handshake
+            return
+        self._dial_ready(dial)
+
+    def _on_ack_reaches_server(self, event: simpy.Event) -> None:
+        conn: Conn = event.value
+        if conn.server is not None:
+            conn.server.on_ack(conn, None)
+
+    def _on_tls_timeout(self, dial: Dial) -> None:
+        dial.timer = None
+        self._dial_failed(dial, "tls_timeout")
+
+    def on_tls_done(self, event: simpy.Event) -> None:
+        conn: Conn = event.value
+        dial = conn.attempt
+        conn.attempt = None
+        if not isinstance(dial, Dial) or dial.done or not conn.client_open:
+            return
+        self.has_session = True
+        self._dial_ready(dial)
+
+    def _dial_ready(self, dial: Dial) -> None:
+        dial.done = True
+        if dial.timer is not None:
+            dial.timer.cancel()
+            dial.timer = None
+        conn = dial.conn
+        att = dial.attempt
+        if att is not None and att.waiting:
+            att.waiting = False
+            att.event.succeed(conn)
+        elif not self._give(conn):
+            self._put_idle(conn)
+
+    # -------------------------------------------------------------- exchange
+    def _send(self, att: Attempt, conn: Conn) -> None:
+        att.conn = conn
+        conn.attempt = att
+        if self.header_timeout_s > 0:
+            att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
+        ev = self.env.timeout(conn.link.one_way(), att)
+        ev.callbacks.append(self._on_request_reaches_server)
+
+    def _on_request_reaches_server(self, event: simpy.Event) -> None:
+        att: Attempt = event.value
+        conn = att.conn
+        if att.finished or conn is None:
+            return
+        conn.server.on_request(conn, att)
+
+    def deliver_response(self, conn: Conn, att: Attempt, status: int, delay_s: float, closing: bool) -> None:
+        ev = self.env.timeout(delay_s, (conn, att, status, closing))
+        ev.callbacks.append(self._on_response)
+
+    def _on_response(self, event: simpy.Event) -> None:
+        conn, att, status, closing = event.value
+        if att.finished or att.conn is not conn:
+            return
+        self._finish_attempt(att)
+        att.status = status
+        att.conn = None
+        conn.attempt = None
+        conn.reused = True
+        if closing:
+            self._close(conn, notify_server=False)
+        else:
+            self._put_idle(conn)
+        att.event.succeed(None)
+
+    def deliver_eof(self, conn: Conn, att: Attempt, delay_s: float) -> None:
+        ev = self.env.timeout(delay_s, conn)
+        ev.callbacks.append(self._on_server_gone)
+
+    def notify_server_close(self, conn: Conn, delay_s: float) -> None:
+        ev = self.env.timeout(delay_s, conn)
+        ev.callbacks.append(self._on_server_gone)
+
+    def notify_server_reset(self, conn: Conn, delay_s: float) -> None:
+        ev = self.env.timeout(delay_s, conn)
+        ev.callbacks.append(self._on_server_reset_event)
+
+    def on_server_reset(self, conn: Conn) -> None:
+        """The server answered a segment with RST (closed or dead): learnt one trip later."""
+        self.notify_server_reset(conn, conn.link.one_way())
+
+    def _on_server_gone(self, event: simpy.Event) -> None:
+        self._server_ended(event.value, "eof")
+
+    def _on_server_reset_event(self, event: simpy.Event) -> None:
+        self._server_ended(event.value, "conn_reset")
+
+    def _server_ended(self, conn: Conn, kind: str) -> None:
+        """The server closed or reset ``conn``; the client's readLoop finds out."""
+        user = conn.attempt
+        if conn.client_open:
+            self._close(conn, notify_server=False)
+        if isinstance(user, Dial):
+            self._dial_failed(user, "conn_reset" if kind == "conn_reset" else "eof")
+            return
+        att = user
+        if att is None or att.finished or att.conn is not conn:
+            return
+        att.conn = None
+        conn.attempt = None
+        method = self.methods[att.route]
+        if conn.reused and method in REPLAYABLE:
+            # Go retries a replayable request on a reused connection the server closed or reset
+            att.event.succeed(RETRY_TRANSPARENTLY)
+            return
+        self._fail(att, kind)

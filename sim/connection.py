@@ -1,0 +1,73 @@
+"""A TCP connection between a client instance and a server process, and the link it crosses.
+
+One ``Conn`` object holds both ends: the client's view (open, in the idle pool,
+the attempt using it) and the server's (accepted, its state in Go's serve loop,
+its current deadline timer). Each end learns of the other's close one one-way
+trip later, which is where the keep-alive races come from. ``Link`` draws the
+one-way delays of one caller -> callee path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sim.rng import ExponentialStream
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.server import ServerProcess
+
+
+class Link:
+    """One-way network delays: rtt/2 plus an optional exponential jitter."""
+
+    __slots__ = ("half_rtt_s", "jitter_s", "_exp")
+
+    def __init__(self, rtt_s: float, jitter_s: float, exp: ExponentialStream) -> None:
+        self.half_rtt_s = rtt_s / 2.0
+        self.jitter_s = jitter_s
+        self._exp = exp
+
+    def one_way(self) -> float:
+        if self.jitter_s > 0.0:
+            return self.half_rtt_s + self.jitter_s * self._exp.next()
+        return self.half_rtt_s
+
+
+# server-side states of a connection in Go's (*conn).serve loop
+QUEUED = 0      # in the accept queue, not yet accepted
+HANDSHAKE = 1   # accepted, TLS handshake in progress
+NEW = 2         # accepted, waiting for the first request's headers
+ACTIVE = 3      # a request is being handled
+IDLE = 4        # keep-alive, waiting for the next request
+CLOSED = 5
+
+
+class Conn:
+    __slots__ = (
+        "id", "client", "link", "server",
+        # client side
+        "client_open", "reused", "in_pool", "idle_timer", "attempt", "established",
+        # server side
+        "state", "server_timer", "t0", "pending", "exchange", "slow", "peer_gone",
+        "tls_done_at",
+    )
+
+    def __init__(self, conn_id: int, client: Any, link: Link, server: "ServerProcess") -> None:
+        self.id = conn_id
+        self.client = client
+        self.link = link
+        self.server = server
+        self.client_open = True
+        self.reused = False
+        self.in_pool = False
+        self.idle_timer = None
+        self.attempt = None
+        self.established = False
+        self.state = QUEUED
+        self.server_timer = None
+        self.t0 = 0.0
+        self.pending = None      # a request that reached the server before it could be read
+        self.exchange = None     # the server's current request on this connection
+        self.slow = None         # SlowClient spec for attack connections
+        self.peer_gone = False   # the server has seen the client's FIN
+        self.tls_done_at = -1.0

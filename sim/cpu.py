@@ -1,0 +1,70 @@
+"""The CPU of a server process: GOMAXPROCS cores shared first come, first served.
+
+Runnable work (a handler's CPU step, a TLS handshake) takes a free core or
+queues for one. Go's scheduler preempts every 10 ms, but for the short bursts
+modelled here FCFS over the cores gives the same queueing picture at one event
+per burst. An optional GC tax takes a share of the cores that grows with the
+process's memory: every burst is stretched by 1 / (1 - share), which is how a
+storm turns into CPU saturation (S1's 98%).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import simpy
+from simpy.events import NORMAL
+
+
+class Cores:
+    def __init__(self, env: simpy.Environment, n_cores: int, gc_share: Callable[[], float]) -> None:
+        self.env = env
+        self.n_cores = n_cores
+        self.free = n_cores
+        self.gc_share = gc_share
+        self._queue: deque[tuple[float, simpy.Event]] = deque()
+        self._busy_core_s = 0.0
+        self._last_change_at = 0.0
+        self.bursts = 0
+
+    def run(self, cpu_s: float) -> simpy.Event:
+        """An event that fires when ``cpu_s`` of CPU work has been done on one core."""
+        done = simpy.Event(self.env)
+        done.callbacks.append(self._on_burst_done)
+        if self.free > 0:
+            self._start(cpu_s, done)
+        else:
+            self._queue.append((cpu_s, done))
+        return done
+
+    def _account(self) -> None:
+        now = self.env.now
+        self._busy_core_s += (self.n_cores - self.free) * (now - self._last_change_at)
+        self._last_change_at = now
+
+    def _start(self, cpu_s: float, done: simpy.Event) -> None:
+        self._account()
+        self.free -= 1
+        self.bursts += 1
+        share = self.gc_share()
+        duration = cpu_s / (1.0 - share) if share > 0.0 else cpu_s
+        done._ok = True
+        done._value = None
+        self.env.schedule(done, NORMAL, duration)
+
+    def _on_burst_done(self, _event: simpy.Event) -> None:
+        self._account()
+        self.free += 1
+        if self._queue:
+            cpu_s, done = self._queue.popleft()
+            self._start(cpu_s, done)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def busy_core_seconds(self) -> float:
+        """Busy core-seconds since the start, up to now."""
+        self._account()
+        return self._busy_core_s

@@ -1,0 +1,106 @@
+"""The fault timeline: which fault is active when, what it does, and whom it touches.
+
+Faults act on named targets: a DB lock on ``db.table`` makes every query on that
+table wait ``lock_wait`` while it lasts; latency and error injection act on
+routes of a service; slow clients are handled by ``sim.slow_clients``. A
+request is *touched* when a fault acts on it directly: its route is touched by a
+fault active when it arrives, or a fault acted on it (its query waited on the
+lock, its handler was delayed or failed). Collapse is judged on the untouched
+rest (design.md §4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sim.result import FaultWindow
+from sim.rng import UniformStream
+from sim.schema import FaultConfig, Scenario
+
+
+class Faults:
+    def __init__(self, scenario: Scenario, end_at: float, error_uniform: UniformStream) -> None:
+        self.windows: list[FaultWindow] = []
+        self._locks: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        self._latency: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        self._errors: dict[tuple[str, str], list[tuple[float, float, float, int]]] = {}
+        self._touching: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        self.slow_clients: list[FaultConfig] = []
+        self._uniform = error_uniform
+        self._route_names: dict[str, list[str]] = {name: list(s.routes) for name, s in scenario.services.items()}
+        for fault in scenario.faults:
+            start = fault.at
+            end = min(fault.at + fault.duration, end_at) if fault.duration > 0 else end_at
+            touched = self._touched_routes(scenario, fault)
+            self.windows.append(FaultWindow(fault.kind, start, end, fault.target, tuple(f"{s}/{r}" for s, r in touched)))
+            for key in touched:
+                self._touching.setdefault(key, []).append((start, end))
+            if fault.kind == "db_lock":
+                db, table = fault.target.split(".", 1)
+                self._locks.setdefault((db, table), []).append((start, end, fault.lock_wait))
+            elif fault.kind == "latency":
+                for key in touched:
+                    self._latency.setdefault(key, []).append((start, end, fault.delay))
+            elif fault.kind == "error_rate":
+                for key in touched:
+                    self._errors.setdefault(key, []).append((start, end, fault.rate, fault.status))
+            elif fault.kind == "slow_clients":
+                self.slow_clients.append(fault)
+        self.windows.sort(key=lambda w: w.start_at)
+        self.trigger_at_s = self.windows[0].start_at if self.windows else None
+        self.any_route_faults = bool(self._latency or self._errors)
+        self._route_keys: dict[str, list[tuple[str, str]]] = {
+            s: [(s, r) for r in routes] for s, routes in self._route_names.items()}
+
+    @staticmethod
+    def _touched_routes(scenario: Scenario, fault: FaultConfig) -> list[tuple[str, str]]:
+        if fault.kind == "db_lock":
+            return [(s_name, r_name) for s_name, s in scenario.services.items()
+                    for r_name, r in s.routes.items() if any(st.query == fault.target for st in r.steps)]
+        if fault.kind in ("latency", "error_rate"):
+            routes = fault.routes or tuple(scenario.services[fault.target].routes)
+            return [(fault.target, r) for r in routes]
+        return []
+
+    def touched_at_arrival(self, service: str, route: int, now: float) -> bool:
+        windows = self._touching.get(self._route_keys[service][route])
+        if not windows:
+            return False
+        return any(start <= now < end for start, end in windows)
+
+    @staticmethod
+    def _mark(attempt: Any) -> None:
+        if attempt is not None:
+            attempt.request.touched = True
+
+    def lock_wait_s(self, db: str, table: str, now: float, attempt: Any) -> float:
+        windows = self._locks.get((db, table))
+        if not windows:
+            return 0.0
+        wait = 0.0
+        for start, end, lock_s in windows:
+            if start <= now < end:
+                wait = max(wait, lock_s)
+        if wait > 0:
+            self._mark(attempt)
+        return wait
+
+    def latency_s(self, service: str, route: int, now: float, attempt: Any) -> float:
+        windows = self._latency.get(self._route_keys[service][route])
+        if not windows:
+            return 0.0
+        delay = sum(d for start, end, d in windows if start <= now < end)
+        if delay > 0:
+            self._mark(attempt)
+        return delay
+
+    def injected_status(self, service: str, route: int, now: float, attempt: Any) -> int:
+        windows = self._errors.get(self._route_keys[service][route])
+        if not windows:
+            return 0
+        for start, end, rate, status in windows:
+            if start <= now < end:
+                self._mark(attempt)
+                if self._uniform.next() < rate:
+                    return status
+        return 0

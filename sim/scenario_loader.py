@@ -1,0 +1,559 @@
+"""Scenario files: YAML to a typed, validated ``Scenario`` and back.
+
+This module owns reading a scenario: YAML syntax, variants, ``--set``
+overrides, the type and bound checks of every setting against the dataclasses of
+``sim.schema``, and the checks across settings (names that must refer to a
+service, route, database or table). Every problem is a ``ScenarioError`` naming
+the dotted path of the setting (``services.api.server.read_timeout``) and the
+bad value. It also writes a scenario back out as complete, explicit data
+(``scenario_to_dict``, ``dump_scenario_yaml``) that loads back to an equal value.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+import math
+import operator
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from sim.schema import ERROR_KINDS, Duration, Rate, Scenario, Size
+from sim.units import format_duration, format_size, parse_duration, parse_size
+
+STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc")
+"""The settings of a route step of which exactly one is set."""
+
+_BOUND_CHECKS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
+                 ("le", "<=", operator.le), ("lt", "<", operator.lt))
+
+
+class ScenarioError(ValueError):
+    """A scenario problem at ``path`` (dotted, ``""`` for the file as a whole) with ``value``."""
+
+    def __init__(self, path: str, value: Any, reason: str) -> None:
+        self.path = path
+        self.value = value
+        self.reason = reason
+        self.source: str | None = None  # the file or '<dict>', set by scenario_from_dict
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.path, self.value, self.reason), {"source": self.source})
+
+
+# ------------------------------------------------------------------ public API
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = (),
+                  variant: str | None = None) -> Scenario:
+    """Read a scenario file, apply ``variant`` then ``overrides`` (``dotted.path=value``), validate."""
+    file_path = Path(path)
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError("", str(file_path),
+                            f"cannot read scenario file {file_path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = (f"{file_path}, line {mark.line + 1}, column {mark.column + 1}"
+                 if mark is not None else str(file_path))
+        problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+        error = ScenarioError("", str(file_path), f"{where}: invalid YAML: {problem}")
+        error.source = str(file_path)
+        raise error from None
+    try:
+        _require_top_mapping(data, str(file_path))
+        if variant is not None:
+            data = apply_variant(data, variant)
+        data = apply_overrides(data, overrides)
+    except ScenarioError as error:
+        error.source = str(file_path)
+        raise
+    return scenario_from_dict(data, source=str(file_path))
+
+
+def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
+    """Validate plain data (as ``yaml.safe_load`` gives it) into a ``Scenario``.
+
+    ``source`` names the file in messages; a relative trace path is resolved
+    against its folder (against the current folder when ``source`` is ``<...>``).
+    """
+    base_dir = Path.cwd() if source.startswith("<") else Path(source).resolve().parent
+    try:
+        _require_top_mapping(data, source)
+        scenario = _build(Scenario, data, "")
+        return _check_references(scenario, base_dir)
+    except ScenarioError as error:
+        error.source = source
+        raise
+
+
+def scenario_to_dict(scenario: Scenario) -> dict:
+    """Every setting of ``scenario`` as plain YAML-able data with Go-style durations and sizes."""
+    return _to_plain(scenario, Scenario)
+
+
+def dump_scenario_yaml(scenario: Scenario) -> str:
+    """``scenario`` as a complete, explicit YAML scenario file."""
+    return yaml.safe_dump(scenario_to_dict(scenario), sort_keys=False, allow_unicode=True,
+                          default_flow_style=False, width=100)
+
+
+def apply_variant(data: dict, name: str) -> dict:
+    """A copy of raw scenario ``data`` with the settings of ``variants.<name>`` applied."""
+    data = copy.deepcopy(data)
+    variants = data.get("variants", {})
+    if not isinstance(variants, dict):
+        raise ScenarioError("variants", variants,
+                            f"{_show(variants)} is {_kind(variants)}, expected a mapping of variant names")
+    if name not in variants:
+        known = ", ".join(str(key) for key in variants) or "(none defined)"
+        raise ScenarioError("variants", name, f"unknown variant {name!r}; known variants: {known}")
+    settings = variants[name]
+    if not isinstance(settings, dict):
+        raise ScenarioError(f"variants.{name}", settings,
+                            f"{_show(settings)} is {_kind(settings)}, expected a mapping of dotted.path: value")
+    for dotted, value in settings.items():
+        if not isinstance(dotted, str):
+            raise ScenarioError(f"variants.{name}.{dotted}", dotted,
+                                f"key {_show(dotted)} is {_kind(dotted)}, expected a dotted.path string")
+        _set_path(data, dotted, copy.deepcopy(value), f"variant {name!r}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """A copy of raw scenario ``data`` with each ``dotted.path=value`` applied in order.
+
+    The value is read as YAML (``4`` is an int, ``3s`` a string). A path through a
+    mapping creates or edits that entry; a path through a list indexes it (the
+    index one past the end appends).
+    """
+    data = copy.deepcopy(data)
+    for override in overrides:
+        dotted, equals, value_text = override.partition("=")
+        dotted = dotted.strip()
+        if not equals or not dotted:
+            raise ScenarioError(dotted or override, override,
+                                f"--set {override}: expected dotted.path=value")
+        try:
+            value = yaml.safe_load(value_text)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+            raise ScenarioError(dotted, value_text,
+                                f"--set {override}: the value is not valid YAML ({problem})") from None
+        _set_path(data, dotted, value, f"--set {override}")
+    return data
+
+
+def bounds_text(metadata: typing.Mapping[str, Any], annotation: Any) -> str:
+    """The numeric bounds of a field, e.g. ``>= 1`` or ``> 0 and <= 1`` (``""`` if none)."""
+    parts = []
+    for key, symbol, _ in _BOUND_CHECKS:
+        bound = metadata.get(key)
+        if bound is not None:
+            parts.append(f"{symbol} {_format_bound(bound, annotation)}")
+    return " and ".join(parts)
+
+
+# ------------------------------------------------------------- typed building
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _require_top_mapping(data: Any, source: str) -> None:
+    if not isinstance(data, dict):
+        what = "empty" if data is None else f"{_show(data)} ({_kind(data)})"
+        raise ScenarioError("", data, f"{source}: a scenario is a mapping of settings, got {what}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    """An instance of dataclass ``cls`` from mapping ``raw``; missing keys take the defaults."""
+    if not isinstance(raw, dict):
+        raise ScenarioError(path, raw, f"{_show_quoted(raw)} is {_kind(raw)}, "
+                                       f"expected {_describe(cls)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
+    values = {}
+    for key, value in raw.items():
+        child = _join(path, key)
+        if not isinstance(key, str):
+            raise ScenarioError(child, key, f"key {_show(key)} is {_kind(key)}, expected a string")
+        if key not in fields:
+            raise ScenarioError(child, key, _unknown_key(key, fields, path))
+        typed = _convert(value, hints[key], child)
+        _check_bounds(typed, value, fields[key].metadata, hints[key], child)
+        values[key] = typed
+    return cls(**values)
+
+
+def _convert(value: Any, annotation: Any, path: str) -> Any:
+    """``value`` checked and converted to ``annotation``'s type."""
+    if annotation is Any:
+        return value
+    if value is None:
+        raise ScenarioError(path, None, f"null is not allowed here, expected {_describe(annotation)}")
+    if annotation == Duration or annotation == Size:
+        parse = parse_duration if annotation == Duration else parse_size
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise ScenarioError(path, value, str(exc)) from None
+    if annotation == Rate:
+        annotation = float
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return _convert_literal(value, get_args(annotation), path)
+    if origin is tuple:
+        return _convert_tuple(value, get_args(annotation), path)
+    if origin is dict:
+        return _convert_dict(value, get_args(annotation), path)
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, path)
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ScenarioError(path, value, f"{_show(value)} is not a finite number")
+        return float(value)
+    if annotation is str and isinstance(value, str):
+        return value
+    if annotation in (bool, int, float, str):
+        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, "
+                                         f"expected {_describe(annotation)}")
+    raise TypeError(f"sim.schema: cannot validate {path} typed {annotation!r}")
+
+
+def _convert_literal(value: Any, allowed: tuple[Any, ...], path: str) -> Any:
+    if isinstance(value, str) and value in allowed:
+        return value
+    # YAML reads `version: 1.3` as a number; take it when its text is an allowed value.
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
+        return str(value)
+    raise ScenarioError(path, value, f"{_show(value)} is not one of {', '.join(map(str, allowed))}")
+
+
+def _convert_tuple(value: Any, args: tuple[Any, ...], path: str) -> tuple[Any, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, expected a list")
+    return tuple(_convert(item, args[0], _join(path, index)) for index, item in enumerate(value))
+
+
+def _convert_dict(value: Any, args: tuple[Any, ...], path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, "
+                                         f"expected {_describe(dict[str, args[1]])}")
+    typed = {}
+    for key, item in value.items():
+        child = _join(path, key)
+        if not isinstance(key, str):
+            raise ScenarioError(child, key, f"key {_show(key)} is {_kind(key)}, expected a string")
+        typed[key] = _convert(item, args[1], child)
+    return typed
+
+
+def _check_bounds(typed: Any, raw: Any, metadata: typing.Mapping[str, Any], annotation: Any,
+                  path: str) -> None:
+    if isinstance(typed, bool) or not isinstance(typed, (int, float)):
+        return
+    for key, _, holds in _BOUND_CHECKS:
+        bound = metadata.get(key)
+        if bound is not None and not holds(typed, bound):
+            raise ScenarioError(path, raw, f"{_show(raw)} is out of range: must be "
+                                           f"{bounds_text(metadata, annotation)}")
+
+
+def _format_bound(bound: float, annotation: Any) -> str:
+    if annotation == Duration:
+        return format_duration(bound)
+    if annotation == Size:
+        return format_size(int(bound))
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+# ------------------------------------------------------- variants and --set
+
+
+def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
+    """Set ``dotted`` in raw scenario ``data``, checking each step against the schema."""
+    segments = dotted.split(".")
+    container: Any = data
+    annotation: Any = Scenario
+    for depth, segment in enumerate(segments):
+        here = ".".join(segments[:depth])
+        last = depth == len(segments) - 1
+        origin_type = get_origin(annotation)
+        if dataclasses.is_dataclass(annotation):
+            fields = {f.name: f for f in dataclasses.fields(annotation)}
+            if segment not in fields:
+                raise ScenarioError(dotted, value, f"{_unknown_key(segment, fields, here)} (in {origin})")
+            key: Any = segment
+            child_annotation = _hints(annotation)[segment]
+            missing = _plain_default(fields[segment], child_annotation)
+        elif origin_type is dict:
+            child_annotation = get_args(annotation)[1]
+            if child_annotation is Any:  # a variant's {dotted.path: value}: the rest is one key
+                container[".".join(segments[depth:])] = value
+                return
+            key = segment
+            missing = {}
+        elif origin_type is tuple:
+            child_annotation = get_args(annotation)[0]
+            if not segment.isdigit() or int(segment) > len(container):
+                raise ScenarioError(dotted, value, f"{segment!r} is not an index of {here}: it has "
+                                                   f"{len(container)} entries, {len(container)} "
+                                                   f"appends one (in {origin})")
+            key = int(segment)
+            if key == len(container):
+                container.append({} if dataclasses.is_dataclass(child_annotation) else None)
+            missing = None
+        else:
+            raise ScenarioError(dotted, value, f"{here} is a single setting "
+                                               f"({_describe(annotation)}); it has no {segment!r} "
+                                               f"(in {origin})")
+        if last:
+            container[key] = value
+            return
+        if isinstance(container, dict) and key not in container:
+            container[key] = missing
+        child = container[key]
+        wanted = list if get_origin(child_annotation) is tuple else dict
+        if not isinstance(child, wanted) and (dataclasses.is_dataclass(child_annotation)
+                                              or get_origin(child_annotation) in (dict, tuple)):
+            raise ScenarioError(dotted, value, f"cannot set inside {_join(here, segment)}, which is "
+                                               f"{_show(child)}, not a "
+                                               f"{'list' if wanted is list else 'mapping'} (in {origin})")
+        container = child
+        annotation = child_annotation
+
+
+def _plain_default(field: dataclasses.Field, annotation: Any) -> Any:
+    """The raw (file) form of a field's default, to edit in place when the file omits it."""
+    if dataclasses.is_dataclass(annotation) or get_origin(annotation) is dict:
+        return {}
+    if field.default_factory is not dataclasses.MISSING:
+        return _to_plain(field.default_factory(), annotation)
+    return _to_plain(field.default, annotation)
+
+
+# ------------------------------------------------------------- cross-checks
+
+
+def _check_references(scenario: Scenario, base_dir: Path) -> Scenario:
+    """Checks across settings; returns the scenario with trace paths made absolute."""
+    if not scenario.services:
+        raise ScenarioError("services", {}, "no services defined; at least one is required")
+    if not scenario.clients:
+        raise ScenarioError("clients", {}, "no clients defined; at least one is required")
+    for name, service in scenario.services.items():
+        _check_service(scenario, name, service)
+    clients = {name: _check_client(scenario, name, client, base_dir)
+               for name, client in scenario.clients.items()}
+    for index, edge in enumerate(scenario.edges):
+        for role in ("caller", "callee"):
+            _require_service(scenario, f"edges.{index}.{role}", getattr(edge, role))
+        _check_retry_on(edge.retry.retry_on, f"edges.{index}.retry.retry_on")
+    for index, fault in enumerate(scenario.faults):
+        _check_fault(scenario, index, fault)
+    return dataclasses.replace(scenario, clients=clients)
+
+
+def _check_service(scenario: Scenario, name: str, service: Any) -> None:
+    for database in service.pools:
+        if database not in scenario.databases:
+            raise ScenarioError(f"services.{name}.pools.{database}", database,
+                                f"unknown database {database!r}; databases: {_names(scenario.databases)}")
+    for route_name, route in service.routes.items():
+        for index, step in enumerate(route.steps):
+            path = f"services.{name}.routes.{route_name}.steps.{index}"
+            step_set = {kind: getattr(step, kind) for kind in STEP_KINDS if getattr(step, kind)}
+            if len(step_set) != 1:
+                shown = ", ".join(f"{kind}: {_show(value)}" for kind, value in
+                                  _to_plain(step, type(step)).items() if kind in step_set) or "none"
+                raise ScenarioError(path, step_set, f"set exactly one of {', '.join(STEP_KINDS)} "
+                                                    f"(this step sets {shown})")
+            if step.query:
+                _require_table(scenario, f"{path}.query", step.query)
+
+
+def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) -> Any:
+    path = f"clients.{name}"
+    service = _require_service(scenario, f"{path}.target", client.target)
+    load = client.load
+    for route, weight in load.routes.items():
+        if route not in service.routes:
+            raise ScenarioError(f"{path}.load.routes.{route}", route,
+                                f"{route!r} is not a route of service {client.target!r}; "
+                                f"routes: {_names(service.routes)}")
+        if weight < 0:
+            raise ScenarioError(f"{path}.load.routes.{route}", weight,
+                                f"{_show(weight)} is a negative weight (weights are >= 0)")
+    if load.routes and not any(load.routes.values()):
+        raise ScenarioError(f"{path}.load.routes", load.routes,
+                            f"{_show(load.routes)}: every weight is zero; at least one must be > 0")
+    if load.kind == "closed" and load.users < 1:
+        raise ScenarioError(f"{path}.load.users", load.users,
+                            f"{load.users}: a closed-loop load needs users >= 1")
+    profile = load.profile
+    if profile.kind in ("ramp", "spike") and profile.until < profile.at:
+        raise ScenarioError(f"{path}.load.profile.until", format_duration(profile.until),
+                            f"{format_duration(profile.until)} is before at "
+                            f"({format_duration(profile.at)}); a {profile.kind} needs until >= at")
+    _check_retry_on(client.retry.retry_on, f"{path}.retry.retry_on")
+    if not load.trace:
+        return client
+    trace_path = (base_dir / load.trace).resolve()
+    if not trace_path.is_file():
+        raise ScenarioError(f"{path}.load.trace", load.trace,
+                            f"{load.trace}: no such file ({trace_path})")
+    return dataclasses.replace(client, load=dataclasses.replace(load, trace=str(trace_path)))
+
+
+def _check_fault(scenario: Scenario, index: int, fault: Any) -> None:
+    path = f"faults.{index}"
+    if fault.kind == "db_lock":
+        _require_table(scenario, f"{path}.target", fault.target)
+        return
+    service = _require_service(scenario, f"{path}.target", fault.target)
+    named = [(f"{path}.routes.{index}", route) for index, route in enumerate(fault.routes)]
+    if getattr(fault, "route", ""):  # slow_clients: the route requested at the end
+        named.append((f"{path}.route", fault.route))
+    for route_path, route in named:
+        if route not in service.routes:
+            raise ScenarioError(route_path, route, f"{route!r} is not a route of service "
+                                                   f"{fault.target!r}; routes: {_names(service.routes)}")
+
+
+def _check_retry_on(kinds: tuple[str, ...], path: str) -> None:
+    for index, kind in enumerate(kinds):
+        if kind not in ERROR_KINDS:
+            raise ScenarioError(f"{path}.{index}", kind,
+                                f"{kind!r} is not an error kind; kinds: {', '.join(ERROR_KINDS)}")
+
+
+def _require_service(scenario: Scenario, path: str, name: str) -> Any:
+    if name not in scenario.services:
+        raise ScenarioError(path, name, f"unknown service {name!r}; services: {_names(scenario.services)}")
+    return scenario.services[name]
+
+
+def _require_table(scenario: Scenario, path: str, text: str) -> None:
+    database, dot, table = text.partition(".")
+    if not dot or not database or not table:
+        raise ScenarioError(path, text, f"{_show(text)} is not database.table")
+    if database not in scenario.databases:
+        raise ScenarioError(path, text, f"unknown database {database!r} in {text!r}; "
+                                        f"databases: {_names(scenario.databases)}")
+    tables = scenario.databases[database].tables
+    if table not in tables:
+        raise ScenarioError(path, text, f"unknown table {table!r} in {text!r}; "
+                                        f"tables of {database}: {_names(tables)}")
+
+
+# ------------------------------------------------------------------- export
+
+
+def _to_plain(value: Any, annotation: Any) -> Any:
+    if annotation is Any:
+        return copy.deepcopy(value)
+    if annotation == Duration:
+        return format_duration(value)
+    if annotation == Size:
+        text = format_size(value)
+        return int(text) if text.isdigit() else text
+    if annotation == Rate or annotation is float:
+        return float(value)
+    if dataclasses.is_dataclass(annotation):
+        hints = _hints(annotation)
+        return {f.name: _to_plain(getattr(value, f.name), hints[f.name])
+                for f in dataclasses.fields(annotation)}
+    origin = get_origin(annotation)
+    if origin is tuple:
+        return [_to_plain(item, get_args(annotation)[0]) for item in value]
+    if origin is dict:
+        return {key: _to_plain(item, get_args(annotation)[1]) for key, item in value.items()}
+    return value
+
+
+# --------------------------------------------------------------- messages
+
+
+def _unknown_key(key: str, fields: typing.Iterable[str], path: str) -> str:
+    where = f" in {path}" if path else ""
+    close = difflib.get_close_matches(key, list(fields), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting {key!r}{where}{hint}; valid keys: {', '.join(fields)}"
+
+
+def _describe(annotation: Any) -> str:
+    """A type as error messages name it."""
+    if annotation == Duration:
+        return "a duration like 250ms or 1m30s"
+    if annotation == Size:
+        return "a size like 4KiB or 512MiB"
+    if annotation == Rate or annotation is float:
+        return "a number"
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return f"one of {', '.join(map(str, get_args(annotation)))}"
+    if origin is tuple:
+        return "a list"
+    if origin is dict:
+        return f"a mapping of name -> {_describe(get_args(annotation)[1])}"
+    if dataclasses.is_dataclass(annotation):
+        return f"a mapping of {annotation.__name__} settings"
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(annotation, "a value")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    for kinds, name in ((int, "an integer"), (float, "a number"), (str, "a string"),
+                        ((list, tuple), "a list"), (dict, "a mapping")):
+        if isinstance(value, kinds):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _show(value: Any) -> str:
+    """A value as the scenario file would write it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value and value == value.strip() and "\n" not in value else repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+        except yaml.YAMLError:
+            return repr(value)
+    return str(value)
+
+
+def _show_quoted(value: Any) -> str:
+    """Like ``_show`` but strings keep quotes, where being a string is the problem."""
+    return repr(value) if isinstance(value, str) else _show(value)
+
+
+def _names(mapping: typing.Iterable[str]) -> str:
+    return ", ".join(mapping) or "(none)"

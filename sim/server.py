@@ -1,0 +1,441 @@
+"""A Go net/http server process: listener, accept loop, connections, deadlines, resources.
+
+One ``ServerProcess`` is one life of the process; an OOM kill ends it and a
+restart (``Service.restart``) makes a fresh one. It owns what the process owns:
+the accept queue and Go's accept loop with its EMFILE backoff (5 ms doubling to
+1 s, reset on success; accept4 fails with EMFILE before looking at the queue),
+the fd table (3 stdio + listener + connections + DB connections), goroutines
+(one per connection, one background reader per in-flight request whose body is
+read, one per TimeoutHandler-wrapped request), memory, CPU cores, DB pools, and
+the per-connection deadlines with Go's real semantics (semantics.md §1):
+
+- a new connection waits for its headers under ReadHeaderTimeout (falling back
+  to ReadTimeout): no byte -> silent close, some bytes -> 400 and close;
+- a kept-alive connection waits under IdleTimeout (falling back to ReadTimeout)
+  and only then starts the header deadline;
+- ReadTimeout is one absolute deadline from the start of the request over
+  headers and body, cleared once the body is read;
+- WriteTimeout cancels nothing: the response written after it is lost, the
+  connection closes and the client reads EOF when the handler returns;
+- the request context is cancelled by a client disconnect only once the body is
+  read (always for GET; never for a POST whose body the handler leaves unread);
+- TimeoutHandler answers 503 at its deadline and cancels the inner context; the
+  inner handler runs on until it returns.
+
+The handler itself (steps, queries, cancellation) lives in ``sim.handler``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import simpy
+
+from sim.connection import ACTIVE, CLOSED, HANDSHAKE, IDLE, NEW, QUEUED, Conn
+from sim.cpu import Cores
+from sim.dbpool import SqlPool
+from sim.handler import Exchange, handle
+from sim.schema import PoolConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sim.world import Service
+
+BASE_GOROUTINES = 4      # main/accept loop, signal handling, finaliser, timers
+BASE_FDS = 4             # stdin, stdout, stderr, listener
+ACCEPT_BACKOFF_FIRST_S = 0.005
+ACCEPT_BACKOFF_MAX_S = 1.0
+
+# server CPU per TLS handshake (Go 1.19.8 measurements, semantics.md §4)
+TLS_SERVER_CPU_S = {"rsa-2048": 0.0017, "ecdsa-p256": 0.00015}
+TLS_RESUMED_CPU_S = {"1.3": 0.00011, "1.2": 0.00005}
+
+
+def first_positive(*values: float) -> float:
+    positive = [v for v in values if v > 0]
+    return min(positive) if positive else 0.0
+
+
+class ServerProcess:
+    def __init__(self, service: "Service", generation: int) -> None:
+        world = service.world
+        self.world = world
+        self.service = service
+        self.generation = generation
+        self.env: simpy.Environment = world.env
+        self.timers = world.timers
+        cfg = service.config
+        self.config = cfg
+        sv = cfg.server
+        self.read_timeout_s = sv.read_timeout
+        self.header_timeout_s = sv.read_header_timeout or sv.read_timeout
+        self.idle_timeout_s = sv.idle_timeout or sv.read_timeout
+        self.write_timeout_s = sv.write_timeout
+        self.tls_deadline_s = first_positive(sv.read_header_timeout, sv.read_timeout, sv.write_timeout)
+        self.timeout_handler_s = sv.timeout_handler
+        self.backlog = sv.accept_backlog
+        self.fd_limit = cfg.fd_limit
+        mem = cfg.memory
+        self.mem_limit = mem.limit
+        self.per_conn_b = mem.per_connection + mem.per_goroutine
+        self.per_request_b = mem.per_request
+        self.per_goroutine_b = mem.per_goroutine
+        self.alive = True
+        self.started_at = self.env.now
+        # resources
+        self.fds = BASE_FDS
+        self.conns = 0
+        self.goroutines = BASE_GOROUTINES
+        self.memory_b = mem.baseline + BASE_GOROUTINES * mem.per_goroutine
+        self.inflight = 0
+        self.inflight_by_route = [0] * (len(service.route_names) + 1)   # + the unrouted path
+        self.accept_queue: deque[Conn] = deque()
+        self.accept_sleeping = False
+        self.accept_backoff_s = 0.0
+        self.open_conns: dict[int, Conn] = {}
+        self.exchanges: set[Exchange] = set()
+        gc_per_gib = cfg.cpu.gc_cores_per_gib
+        self._gc_factor = gc_per_gib / cfg.cpu.cores / float(1 << 30) if gc_per_gib > 0 else 0.0
+        self._gc_cap = cfg.cpu.gc_max_fraction
+        self.cores = Cores(self.env, cfg.cpu.cores, self.gc_share)
+        self.pools: dict[str, SqlPool] = {}
+        for db_name in service.databases_used:
+            db = world.scenario.databases[db_name]
+            self.pools[db_name] = SqlPool(
+                self.env, cfg.pools.get(db_name, PoolConfig()), db.rtt, self._take_fd, self._release_fd,
+                world.streams.uniform(f"service.{service.name}.pool.{db_name}.pick").next)
+        self._oom_pending = False
+        world.peak_fds = max(world.peak_fds, self.fds)
+        world.peak_goroutines = max(world.peak_goroutines, self.goroutines)
+        world.peak_memory_b = max(world.peak_memory_b, self.memory_b)
+
+    # ------------------------------------------------------------ resources
+    def gc_share(self) -> float:
+        if self._gc_factor == 0.0:
+            return 0.0
+        return min(self._gc_cap, self._gc_factor * self.memory_b)
+
+    def add_memory(self, delta_b: float) -> None:
+        self.memory_b += delta_b
+        if delta_b > 0:
+            w = self.world
+            if self.memory_b > w.peak_memory_b:
+                w.peak_memory_b = self.memory_b
+            if self.mem_limit and self.memory_b >= self.mem_limit and not self._oom_pending and self.alive:
+                self._oom_pending = True
+                ev = self.env.timeout(0)
+                ev.callbacks.append(self._on_oom)
+
+    def _on_oom(self, _event: Any) -> None:
+        if self.alive:
+            self.service.kill(self, reason="oom")
+
+    def _take_fd(self) -> bool:
+        if self.fds >= self.fd_limit:
+            return False
+        self.fds += 1
+        if self.fds > self.world.peak_fds:
+            self.world.peak_fds = self.fds
+        return True
+
+    def _release_fd(self) -> None:
+        if self.alive:
+            self.fds -= 1
+
+    def add_goroutines(self, n: int) -> None:
+        self.goroutines += n
+        self.add_memory(n * self.per_goroutine_b)
+        if self.goroutines > self.world.peak_goroutines:
+            self.world.peak_goroutines = self.goroutines
+
+    # --------------------------------------------------------------- listener
+    def on_syn(self, conn: Conn) -> str:
+        """A SYN arrives: 'accept' (handshake completes), 'drop' (queue full) or 'refuse'."""
+        if not self.alive:
+            return "refuse"
+        if len(self.accept_queue) >= self.backlog:
+            return "drop"
+        return "accept"
+
+    def on_ack(self, conn: Conn, first_request: Any) -> None:
+        """The client's ACK (and, without TLS, its first request) reaches the listener."""
+        if not self.alive or conn.server is not self:
+            conn.client.on_server_reset(conn)
+            return
+        conn.pending = first_request
+        self.accept_queue.append(conn)
+        if len(self.accept_queue) > self.world.peak_accept_queue:
+            self.world.peak_accept_queue = len(self.accept_queue)
+        if not self.accept_sleeping:
+            self._accept_loop()
+
+    def _accept_loop(self) -> None:
+        """Go's (*Server).Serve loop from the current instant until it parks or sleeps."""
+        while self.alive:
+            if self.fds >= self.fd_limit:
+                self.world.note_emfile()
+                b = self.accept_backoff_s
+                self.accept_backoff_s = ACCEPT_BACKOFF_FIRST_S if b == 0.0 else min(2.0 * b, ACCEPT_BACKOFF_MAX_S)
+                self.accept_sleeping = True
+                ev = self.env.timeout(self.accept_backoff_s)
+                ev.callbacks.append(self._on_accept_wake)
+                return
+            if not self.accept_queue:
+                return  # EAGAIN: parked in the poller until the next connection
+            conn = self.accept_queue.popleft()
+            self.accept_backoff_s = 0.0
+            self._accepted(conn)
+
+    def _on_accept_wake(self, _event: Any) -> None:
+        self.accept_sleeping = False
+        if self.alive:
+            self._accept_loop()
+
+    def _accepted(self, conn: Conn) -> None:
+        self.fds += 1
+        w = self.world
+        if self.fds > w.peak_fds:
+            w.peak_fds = self.fds
+        self.conns += 1
+        if self.conns > w.peak_server_connections:
+            w.peak_server_connections = self.conns
+        self.goroutines += 1
+        if self.goroutines > w.peak_goroutines:
+            w.peak_goroutines = self.goroutines
+        self.open_conns[conn.id] = conn
+        self.add_memory(self.per_conn_b)
+        now = self.env.now
+        conn.t0 = now
+        if conn.slow is not None:
+            conn.state = NEW
+            self.world.slow_clients.on_accepted(self, conn)
+            return
+        if conn.client.tls is not None:
+            conn.state = HANDSHAKE
+            if self.tls_deadline_s > 0:
+                conn.server_timer = self.timers.start(self.tls_deadline_s, self._on_tls_deadline, conn)
+            self.env.process(self._tls_handshake(conn))
+            return
+        conn.state = NEW
+        if conn.pending is not None:
+            request, conn.pending = conn.pending, None
+            self.begin(conn, request)
+        elif conn.peer_gone:
+            self.close(conn)
+        elif self.header_timeout_s > 0:
+            conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
+
+    # -------------------------------------------------------------------- TLS
+    def _tls_handshake(self, conn: Conn):
+        tls = conn.client.tls
+        resumed = tls.resumption and conn.client.has_session
+        cpu_s = (TLS_RESUMED_CPU_S[tls.version] if resumed
+                 else (tls.server_cpu or TLS_SERVER_CPU_S[tls.key]))
+        yield self.cores.run(cpu_s)
+        if not self.alive or conn.state != HANDSHAKE:
+            return
+        if tls.version == "1.2" and not resumed:
+            # ServerHelloDone -> client; ClientKeyExchange/Finished -> server: one more round trip
+            yield self.env.timeout(conn.link.one_way() + conn.link.one_way())
+            if not self.alive or conn.state != HANDSHAKE:
+                return
+        if conn.server_timer is not None:
+            conn.server_timer.cancel()
+            conn.server_timer = None
+        conn.state = NEW
+        conn.t0 = self.env.now
+        if self.header_timeout_s > 0:
+            conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
+        ev = self.env.timeout(conn.link.one_way(), conn)
+        ev.callbacks.append(conn.client.on_tls_done)
+
+    def _on_tls_deadline(self, conn: Conn) -> None:
+        conn.server_timer = None
+        if conn.state == HANDSHAKE:
+            self.close(conn)
+
+    # ------------------------------------------------------- request lifecycle
+    def on_request(self, conn: Conn, request: Any) -> None:
+        """A request's bytes (headers, body sent at once) reach the server on ``conn``."""
+        if conn.server is not self or not self.alive or conn.state == CLOSED:
+            conn.client.on_server_reset(conn)
+            return
+        if conn.state == QUEUED or conn.state == HANDSHAKE:
+            conn.pending = request
+            return
+        if conn.state == ACTIVE:  # pipelining is not modelled: the client never does it
+            raise RuntimeError("request on a busy connection")
+        self.begin(conn, request)
+
+    def begin(self, conn: Conn, attempt: Any) -> None:
+        self.begin_exchange(conn, attempt, attempt.route, 0.0, float("inf"))
+
+    def begin_exchange(self, conn: Conn, attempt: Any, route: int, body_ready_at: float,
+                       body_deadline_at: float) -> None:
+        """The request's headers are read: the handler starts."""
+        if conn.server_timer is not None:
+            conn.server_timer.cancel()
+            conn.server_timer = None
+        conn.state = ACTIVE
+        ex = Exchange(self, conn, attempt, route, self.env.now)
+        ex.body_ready_at = body_ready_at
+        ex.body_deadline_at = body_deadline_at
+        conn.exchange = ex
+        self.exchanges.add(ex)
+        self._start_exchange(ex)
+
+    def _start_exchange(self, ex: Exchange) -> None:
+        route = ex.route
+        conn = ex.conn
+        now = ex.start_at
+        ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 else float("inf")
+        self.inflight += 1
+        self.inflight_by_route[route] += 1
+        self.add_memory(self.per_request_b)
+        # the background reader starts at once when the body is read (or absent)
+        ex.background_reader = not self.service.route_body_unread[route]
+        goroutines = 1 if ex.background_reader else 0
+        if self.timeout_handler_s > 0:
+            goroutines += 1
+            ex.th_timer = self.timers.start(self.timeout_handler_s, self._on_timeout_handler, ex)
+        if goroutines:
+            self.add_goroutines(goroutines)
+        ex.process = self.env.process(handle(ex))
+        if conn.peer_gone and ex.background_reader:
+            ex.cancel("client_gone")
+
+    def end_handler(self, ex: Exchange, status: int) -> None:
+        """The handler (inner handler, under TimeoutHandler) returned."""
+        now = self.env.now
+        self.exchanges.discard(ex)
+        w = self.world
+        handler_s = now - ex.start_at
+        w.handler_s += handler_s
+        if ex.caller_gone_at is not None and ex.caller_gone_at < now:
+            w.wasted_handler_s += now - max(ex.start_at, ex.caller_gone_at)
+        if ex.allocated_b:
+            self.add_memory(-ex.allocated_b)
+            ex.allocated_b = 0
+        self.inflight -= 1
+        self.inflight_by_route[ex.route] -= 1
+        if ex.th_timer is not None:
+            ex.th_timer.cancel()
+            ex.th_timer = None
+        if self.timeout_handler_s > 0:
+            self.add_goroutines(-1)
+        if not ex.detached:
+            self.respond(ex, status)
+
+    def _on_timeout_handler(self, ex: Exchange) -> None:
+        ex.th_timer = None
+        if ex.detached or not self.alive:
+            return
+        ex.detached = True
+        ex.cancel("timeout_handler")
+        self.respond(ex, 503)
+
+    def respond(self, ex: Exchange, status: int) -> None:
+        """The outer handler returns: write the response, then keep or close the connection."""
+        conn = ex.conn
+        self.add_memory(-self.per_request_b)
+        if ex.background_reader:
+            self.add_goroutines(-1)
+        conn.exchange = None
+        if conn.state == CLOSED or not self.alive:
+            return
+        attempt = ex.attempt
+        now = self.env.now
+        if conn.slow is not None:
+            self.world.slow_clients.on_response(self, conn, status)
+            return
+        if conn.peer_gone:
+            self.close(conn, notify=False)
+            return
+        if now > ex.write_deadline_at:
+            # WriteTimeout: the write fails, the connection closes, the client reads EOF
+            self.close(conn, notify=False)
+            attempt.client.deliver_eof(conn, attempt, conn.link.one_way())
+            return
+        if ex.close_after:
+            self.close(conn, notify=False)
+            attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=True)
+            return
+        conn.state = IDLE
+        if self.idle_timeout_s > 0:
+            conn.server_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
+        attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=False)
+
+    # ---------------------------------------------------------------- closing
+    def _on_header_timeout(self, conn: Conn) -> None:
+        conn.server_timer = None
+        if conn.state == NEW:
+            self.close(conn)
+
+    def _on_idle_timeout(self, conn: Conn) -> None:
+        conn.server_timer = None
+        if conn.state == IDLE:
+            self.close(conn)
+
+    def on_client_close(self, conn: Conn) -> None:
+        """The client's FIN reaches the server."""
+        if conn.server is not self or not self.alive:
+            return
+        conn.peer_gone = True
+        state = conn.state
+        if state == QUEUED:
+            return  # seen when accepted
+        if state == ACTIVE:
+            ex = conn.exchange
+            if ex is not None and ex.background_reader:
+                ex.cancel("client_gone")
+            return
+        if state != CLOSED:
+            self.close(conn, notify=False)
+
+    def close(self, conn: Conn, notify: bool = True) -> None:
+        if conn.state == CLOSED:
+            return
+        if conn.state == QUEUED:
+            conn.state = CLOSED
+            return
+        conn.state = CLOSED
+        if conn.server_timer is not None:
+            conn.server_timer.cancel()
+            conn.server_timer = None
+        self.fds -= 1
+        self.conns -= 1
+        self.goroutines -= 1
+        self.add_memory(-self.per_conn_b)
+        del self.open_conns[conn.id]
+        if notify and conn.slow is None:
+            conn.client.notify_server_close(conn, conn.link.one_way())
+
+    def die(self) -> None:
+        """The process is killed: every socket is reset, every goroutine gone."""
+        self.alive = False
+        for conn in list(self.open_conns.values()):
+            conn.state = CLOSED
+            if conn.server_timer is not None:
+                conn.server_timer.cancel()
+            if conn.slow is None:
+                conn.client.notify_server_reset(conn, conn.link.one_way())
+        for conn in self.accept_queue:
+            conn.state = CLOSED
+            if conn.slow is None:
+                conn.client.notify_server_reset(conn, conn.link.one_way())
+        for ex in self.exchanges:
+            if ex.th_timer is not None:
+                ex.th_timer.cancel()
+            if ex.deadline_timer is not None:
+                ex.deadline_timer.cancel()
+        self.exchanges.clear()
+        self.open_conns.clear()
+        self.accept_queue.clear()
+        for pool in self.pools.values():
+            pool.close_all()
+        self.fds = 0
+        self.conns = 0
+        self.goroutines = 0
+        self.memory_b = 0
+        self.inflight = 0
+        self.inflight_by_route = [0] * len(self.inflight_by_route)

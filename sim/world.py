@@ -1,0 +1,406 @@
+"""The simulated world of one run: services, clients, load, sampling, guards and records.
+
+``World`` builds the runtime components from an inert ``Scenario``, offers the
+load (open loop from a rate profile or a trace, closed loop with users who
+think), samples the levels every ``sample_interval``, enforces the
+deterministic guards (events, entities) and the opt-in wall-time guard, and
+keeps per-request and per-attempt records in compact arrays. ``Service`` is a
+named service: its route plans and its current server process (a kill makes
+it ``None`` until a restart).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from array import array
+from typing import Any
+
+import numpy as np
+import simpy
+
+from sim.arrivals import generated_arrivals, trace_arrivals
+from sim.client import Attempt, ClientInstance, Request
+from sim.faults import Faults
+from sim.handler import OP_ALLOC, OP_CPU, OP_QUERY, OP_SLEEP
+from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
+from sim.rng import Streams
+from sim.schema import RouteConfig, Scenario, ServiceConfig
+from sim.server import ServerProcess
+from sim.slow_clients import SlowClients
+from sim.timers import TimerService
+
+ARRAY_TYPECODE = {"int64": "q", "int32": "i", "int16": "h", "int8": "b", "bool": "B", "float64": "d"}
+
+
+class RoutePlan:
+    __slots__ = ("name", "ops", "honours_context", "db_deadline_s")
+
+    def __init__(self, name: str, route: RouteConfig) -> None:
+        self.name = name
+        self.honours_context = route.honours_context
+        self.db_deadline_s = route.db_deadline
+        ops: list[tuple[int, Any]] = []
+        for step in route.steps:
+            if step.cpu > 0:
+                ops.append((OP_CPU, step.cpu))
+            elif step.query:
+                db, table = step.query.split(".", 1)
+                ops.append((OP_QUERY, (db, table)))
+            elif step.sleep > 0:
+                ops.append((OP_SLEEP, step.sleep))
+            elif step.alloc > 0:
+                ops.append((OP_ALLOC, step.alloc))
+        self.ops = tuple(ops)
+
+
+class Service:
+    def __init__(self, world: "World", name: str, config: ServiceConfig) -> None:
+        self.world = world
+        self.name = name
+        self.config = config
+        self.route_names = list(config.routes)
+        self.route_plans: list[RoutePlan | None] = [RoutePlan(n, r) for n, r in config.routes.items()] + [None]
+        self.route_methods = [r.method for r in config.routes.values()] + ["GET"]
+        self.route_body_unread = [r.request_body for r in config.routes.values()] + [False]
+        dbs = {st.query.split(".", 1)[0] for r in config.routes.values() for st in r.steps if st.query}
+        self.databases_used = sorted(dbs)
+        self.generation = 0
+        self.current: ServerProcess | None = None
+        self.processes: list[ServerProcess] = []
+        self.start()
+
+    def start(self) -> None:
+        self.generation += 1
+        self.current = ServerProcess(self, self.generation)
+        self.processes.append(self.current)
+
+    def kill(self, process: ServerProcess, reason: str) -> None:
+        world = self.world
+        now = world.env.now
+        world.close_cpu_window(process)
+        process.die()
+        if self.current is process:
+            self.current = None
+        world.milestones.kills.append(now)
+        if reason == "oom" and world.milestones.oom_killed_at_s is None:
+            world.milestones.oom_killed_at_s = now
+        restart_s = self.config.memory.restart_after
+        if restart_s > 0:
+            ev = world.env.timeout(restart_s)
+            ev.callbacks.append(self._restart)
+
+    def _restart(self, _event: Any) -> None:
+        if self.current is None:
+            self.start()
+            self.world.milestones.restarts.append(self.world.env.now)
+
+
+class World:
+    def __init__(self, scenario: Scenario, seed: int, replication: int = 0) -> None:
+        if len(scenario.services) != 1:
+            raise ValueError(f"services: this version simulates exactly one service, the scenario has {len(scenario.services)}")
+        if scenario.edges:
+            raise ValueError("edges: service-to-service edges are not simulated yet (service graphs issue)")
+        self.scenario = scenario
+        self.seed = seed
+        self.replication = replication
+        self.env = simpy.Environment()
+        self.timers = TimerService(self.env)
+        self.streams = Streams(seed, replication)
+        self.horizon_s = scenario.duration
+        self.stopped = False
+        self.milestones = Milestones()
+        self.faults = Faults(scenario, scenario.duration, self.streams.uniform("faults.error_rate"))
+        self.milestones.trigger_at_s = self.faults.trigger_at_s
+        self.milestones.faults = self.faults.windows
+        self._query_means = {(db, t): (cfg.query_time, cfg.distribution)
+                             for db, d in scenario.databases.items() for t, cfg in d.tables.items()}
+        self._query_draws = {key: self.streams.exponential(f"db.{key[0]}.{key[1]}.query_time") for key in self._query_means}
+        # peaks tracked between samples
+        self.peak_fds = 0
+        self.peak_goroutines = 0
+        self.peak_memory_b = 0.0
+        self.peak_server_connections = 0
+        self.peak_accept_queue = 0
+        self.peak_client_conns = 0
+        self.client_conns = 0
+        self.handler_s = 0.0
+        self.wasted_handler_s = 0.0
+        self._conn_ids = 0
+        self._request_ids = 0
+        self.inflight: dict[int, Request] = {}
+        self.client_names = list(scenario.clients)
+        self.services = {name: Service(self, name, cfg) for name, cfg in scenario.services.items()}
+        self.service = next(iter(self.services.values()))
+        self.route_names = list(self.service.route_names)
+        self.slow_clients = SlowClients(self)
+        self.clients: dict[str, list[ClientInstance]] = {
+            name: [ClientInstance(self, name, i, cfg, self.services[cfg.target]) for i in range(cfg.instances)]
+            for name, cfg in scenario.clients.items()}
+        self._record = scenario.record_requests
+        self._req_cols = {k: array(ARRAY_TYPECODE[v]) for k, v in REQUEST_COLUMNS.items()}
+        self._att_cols = {k: array(ARRAY_TYPECODE[v]) for k, v in ATTEMPT_COLUMNS.items()}
+        self.n_requests_done = 0
+        self.n_attempts_done = 0
+        self._levels: dict[str, list[float]] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._stop_event = self.env.event()
+        self._wall_started = 0.0
+        self._limits = scenario.limits
+        self._events_at_last_sample = 0
+
+    # ---------------------------------------------------------------- helpers
+    def next_conn_id(self) -> int:
+        self._conn_ids += 1
+        return self._conn_ids
+
+    def query_time_s(self, db: str, table: str) -> float:
+        mean, dist = self._query_means[(db, table)]
+        if dist == "constant" or mean == 0.0:
+            return mean
+        return mean * self._query_draws[(db, table)].next()
+
+    def note_emfile(self) -> None:
+        if self.milestones.fd_exhausted_at_s is None:
+            self.milestones.fd_exhausted_at_s = self.env.now
+
+    def close_cpu_window(self, process: ServerProcess) -> None:
+        self._cpu_last.pop(id(process), None)
+
+    # ------------------------------------------------------------------- load
+    def _new_request(self, instance: ClientInstance, route: int) -> Request:
+        self._request_ids += 1
+        now = self.env.now
+        req = Request(self._request_ids, instance, route, now)
+        if self.faults.touched_at_arrival(instance.service.name, route, now):
+            req.touched = True
+        self.inflight[req.id] = req
+        if len(self.inflight) + self.client_conns > self._limits.max_entities:
+            self.stop("entities")
+        return req
+
+    def _route_picker(self, name: str):
+        """A function drawing route indexes with the client's route-mix weights."""
+        cfg = self.scenario.clients[name]
+        service = self.services[cfg.target]
+        weights = cfg.load.routes or {r: 1.0 for r in service.route_names}
+        idx = [service.route_names.index(r) for r in weights]
+        cum = np.cumsum([weights[r] for r in weights], dtype=float)
+        cum /= cum[-1]
+        cum_list = cum.tolist()
+        uniform = self.streams.uniform(f"client.{name}.route")
+        if len(idx) == 1:
+            only = idx[0]
+            return lambda: only
+        def pick() -> int:
+            return idx[min(bisect.bisect_right(cum_list, uniform.next()), len(idx) - 1)]
+        return pick
+
+    def _arrive_open(self, name: str):
+        cfg = self.scenario.clients[name]
+        env = self.env
+        instances = self.clients[name]
+        n_instances = len(instances)
+        pick_route = self._pickers[name]
+        pick_instance = self.streams.uniform(f"client.{name}.instance")
+        service = self.services[cfg.target]
+        if cfg.load.trace:
+            times, routes = trace_arrivals(cfg.load.trace, self.horizon_s)
+            route_idx = [service.route_names.index(r) for r in routes] if routes is not None else None
+            batches = [times]
+        else:
+            route_idx = None
+            batches = generated_arrivals(cfg.load, self.horizon_s, self.streams.generator(f"client.{name}.arrivals"))
+        k = 0
+        for batch in batches:
+            for at in batch.tolist():
+                delay = at - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
+                if self.stopped:
+                    return
+                inst = instances[int(pick_instance.next() * n_instances) if n_instances > 1 else 0]
+                route = route_idx[k] if route_idx is not None else pick_route()
+                k += 1
+                env.process(inst.run_request(self._new_request(inst, route)))
+
+    def _user(self, name: str, instance: ClientInstance, user: int):
+        cfg = self.scenario.clients[name].load
+        env = self.env
+        pick_route = self._pickers[name]
+        think = self.streams.exponential(f"client.{name}.user.{user}.think")
+        first = self.streams.uniform(f"client.{name}.user.{user}.start").next()
+        yield env.timeout(first * cfg.think_time)
+        while not self.stopped:
+            req = self._new_request(instance, pick_route())
+            yield from instance.run_request(req)
+            if self.stopped:
+                return
+            pause = cfg.think_time if cfg.think == "constant" else cfg.think_time * think.next()
+            if pause > 0:
+                yield env.timeout(pause)
+
+    # ---------------------------------------------------------------- records
+    def record_attempt(self, att: Attempt, code: int) -> None:
+        self.n_attempts_done += 1
+        if not self._record:
+            return
+        c = self._att_cols
+        c["request_id"].append(att.request.id)
+        c["attempt"].append(att.number - 1)
+        c["start_at"].append(att.start_at)
+        c["end_at"].append(self.env.now)
+        c["error"].append(code)
+        c["new_conn"].append(1 if att.new_conn else 0)
+
+    def finish_request(self, req: Request, code: int) -> None:
+        self.inflight.pop(req.id, None)
+        self.n_requests_done += 1
+        if not self._record:
+            return
+        self._append_request(req, self.env.now, code)
+
+    def _append_request(self, req: Request, end_at: float, code: int) -> None:
+        c = self._req_cols
+        c["request_id"].append(req.id)
+        c["client"].append(req.client.client_index)
+        c["route"].append(req.route)
+        c["touched"].append(1 if req.touched else 0)
+        c["arrival_at"].append(req.arrival_at)
+        c["end_at"].append(end_at)
+        c["error"].append(code)
+        c["attempts"].append(req.attempts)
+
+    # --------------------------------------------------------------- sampling
+    def _sample(self):
+        env = self.env
+        step = self.scenario.sample_interval
+        levels = self._levels
+        service = self.service
+        names = ["time_s", "alive", "server_connections", "accept_queue", "open_fds", "goroutines", "memory_mib",
+                 "cpu_utilization", "gc_fraction", "inflight_requests"]
+        names += [f"inflight.{r}" for r in service.route_names]
+        dbs = service.databases_used
+        names += [f"db_in_use.{d}" for d in dbs] + [f"db_waiters.{d}" for d in dbs]
+        names += ["client_connections", "client_inflight"]
+        for n in names:
+            levels[n] = []
+        n_routes = len(service.route_names)
+        while True:
+            yield env.timeout(step)
+            now = env.now
+            proc = service.current
+            levels["time_s"].append(now)
+            if proc is not None:
+                busy = proc.cores.busy_core_seconds()
+                key = id(proc)
+                last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
+                self._cpu_last[key] = (busy, now)
+                span = now - last_at
+                cpu = (busy - last_busy) / (proc.cores.n_cores * span) if span > 0 else 0.0
+                levels["alive"].append(1.0)
+                levels["server_connections"].append(proc.conns)
+                levels["accept_queue"].append(len(proc.accept_queue))
+                levels["open_fds"].append(proc.fds)
+                levels["goroutines"].append(proc.goroutines)
+                levels["memory_mib"].append(proc.memory_b / 1048576.0)
+                levels["cpu_utilization"].append(cpu)
+                levels["gc_fraction"].append(proc.gc_share())
+                levels["inflight_requests"].append(proc.inflight)
+                for i in range(n_routes):
+                    levels[f"inflight.{service.route_names[i]}"].append(proc.inflight_by_route[i])
+                for d in dbs:
+                    pool = proc.pools[d]
+                    levels[f"db_in_use.{d}"].append(pool.n_in_use)
+                    levels[f"db_waiters.{d}"].append(pool.n_waiters)
+            else:
+                for n in names[1:-2]:
+                    levels[n].append(0.0)
+            levels["client_connections"].append(self.client_conns)
+            levels["client_inflight"].append(len(self.inflight))
+            self._check_guards()
+
+    def _check_guards(self) -> None:
+        events = next(self.env._eid)
+        self._events_at_last_sample = events
+        limits = self._limits
+        if events > limits.max_events:
+            self.stop("events")
+        elif limits.max_wall_time > 0 and time.perf_counter() - self._wall_started > limits.max_wall_time:
+            self.stop("wall_time")
+
+    def stop(self, reason: str | None) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        if reason is not None:
+            self.milestones.truncated = True
+            self.milestones.truncated_by = reason
+        if not self._stop_event.triggered:
+            self._stop_event.succeed()
+
+    # -------------------------------------------------------------------- run
+    def run(self) -> RunResult:
+        env = self.env
+        self._wall_started = time.perf_counter()
+        self._pickers = {name: self._route_picker(name) for name in self.scenario.clients}
+        for name, cfg in self.scenario.clients.items():
+            if cfg.load.kind == "open":
+                env.process(self._arrive_open(name))
+            else:
+                instances = self.clients[name]
+                for u in range(cfg.load.users):
+                    env.process(self._user(name, instances[u % len(instances)], u))
+        self.slow_clients.start()
+        env.process(self._sample())
+        end = env.timeout(self.horizon_s)
+        end.callbacks.append(lambda _e: self.stop(None))
+        env.run(until=self._stop_event)
+        end_at = env.now
+        self.stopped = True
+        self.milestones.end_at_s = end_at
+        self.milestones.alive_at_end = self.service.current is not None
+        for req in self.inflight.values():
+            if self._record:
+                att = req.current
+                if att is not None and not att.finished:
+                    c = self._att_cols
+                    c["request_id"].append(req.id)
+                    c["attempt"].append(att.number - 1)
+                    c["start_at"].append(att.start_at)
+                    c["end_at"].append(float("nan"))
+                    c["error"].append(INCOMPLETE)
+                    c["new_conn"].append(1 if att.new_conn else 0)
+                self._append_request(req, float("nan"), INCOMPLETE)
+        wall_s = time.perf_counter() - self._wall_started
+        events = next(env._eid)
+        requests = {k: np.frombuffer(v, dtype=REQUEST_COLUMNS[k]).copy() if len(v) else np.zeros(0, REQUEST_COLUMNS[k])
+                    for k, v in self._req_cols.items()}
+        attempts = {k: np.frombuffer(v, dtype=ATTEMPT_COLUMNS[k]).copy() if len(v) else np.zeros(0, ATTEMPT_COLUMNS[k])
+                    for k, v in self._att_cols.items()}
+        order = np.argsort(requests["request_id"], kind="stable")
+        requests = {k: v[order] for k, v in requests.items()}
+        levels = {k: np.asarray(v, dtype=float) for k, v in self._levels.items()}
+        counters = {
+            "events": float(events),
+            "handler_s": self.handler_s,
+            "wasted_handler_s": self.wasted_handler_s,
+            "peak_open_fds": float(self.peak_fds),
+            "peak_goroutines": float(self.peak_goroutines),
+            "peak_memory_mib": self.peak_memory_b / 1048576.0,
+            "peak_server_connections": float(self.peak_server_connections),
+            "peak_accept_queue": float(self.peak_accept_queue),
+            "peak_client_connections": float(self.peak_client_conns),
+            "requests_finished": float(self.n_requests_done),
+            "attempts_finished": float(self.n_attempts_done),
+            "slow_connections_opened": float(self.slow_clients.opened),
+            "slow_connections_cut_silently": float(self.slow_clients.cut_silently),
+            "slow_connections_cut_400": float(self.slow_clients.cut_with_400),
+            "timers_fired": float(self.timers.fired),
+        }
+        return RunResult(
+            scenario=self.scenario, seed=self.seed, replication=self.replication,
+            route_names=self.route_names, client_names=self.client_names,
+            requests=requests, attempts=attempts, levels=levels, milestones=self.milestones,
+            counters=counters, wall_s=wall_s)

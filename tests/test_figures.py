@@ -1,0 +1,272 @@
+"""Tests of experiments.figures on hand-made runs (no engine, no sim.outputs needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from experiments.figures import (
+    COMPARISON_PANELS,
+    MAX_POINTS_PER_TRACE,
+    TIMESERIES_PANELS,
+    comparison_figure,
+    decimate,
+    milestone_marks,
+    timeseries_figure,
+)
+from sim.result import ERROR_CODE, REQUEST_COLUMNS, ATTEMPT_COLUMNS, FaultWindow, Milestones, RunResult
+from sim.schema import (
+    ClientConfig, DatabaseConfig, ERROR_KINDS, FaultConfig, MemoryConfig, RouteConfig, Scenario,
+    ServiceConfig, StepConfig, TableConfig,
+)
+
+
+# ---------------------------------------------------------------- fixture
+# (the same small fake run is built in test_report.py and test_run_files.py)
+
+def synthetic_run(duration_s: float = 50.0, sample_interval: float = 0.1, n_requests: int = 300,
+                  seed: int = 7) -> RunResult:
+    """~50 s, a db_lock on checkout from 10 s to 30 s, fd exhaustion, an OOM kill and a restart."""
+    scenario = Scenario(
+        name="lock-storm", description="A lock on orders <b>spreads</b> to browse.", seed=seed,
+        duration=duration_s, sample_interval=sample_interval,
+        services={"api": ServiceConfig(
+            fd_limit=1024, memory=MemoryConfig(limit=256 * 1024 * 1024, restart_after=5.0),
+            routes={"checkout": RouteConfig(steps=(StepConfig(query="orders.orders"),)),
+                    "browse": RouteConfig(steps=(StepConfig(cpu=0.002),))})},
+        databases={"orders": DatabaseConfig(tables={"orders": TableConfig()})},
+        clients={"web": ClientConfig(target="api")},
+        faults=(FaultConfig(kind="db_lock", at=10.0, duration=20.0, target="orders.orders"),),
+    )
+    rng = np.random.default_rng(seed)
+    t = np.round(np.arange(0.0, duration_s, sample_interval), 9)
+    n = len(t)
+    storm = ((t >= 10) & (t < 30)).astype(float)
+    dead = (t >= 25) & (t < 30)
+    conns = np.where(dead, 0, 20 + 900 * storm * np.clip((t - 10) / 8, 0, 1))
+    levels = {
+        "time_s": t, "alive": (~dead).astype(float), "server_connections": conns,
+        "accept_queue": np.where(conns >= 1000, 50.0, 0.0), "open_fds": np.minimum(conns + 6, 1024),
+        "goroutines": 2 * conns + 5, "memory_mib": 32 + conns * 0.02,
+        "cpu_utilization": np.clip(0.2 + 0.5 * storm + rng.normal(0, 0.02, n), 0, 1),
+        "gc_fraction": 0.05 * storm, "inflight_requests": conns, "inflight.checkout": conns * 0.8,
+        "inflight.browse": conns * 0.2, "db_in_use.orders": np.minimum(conns, 10.0),
+        "db_waiters.orders": np.maximum(conns - 10, 0.0), "client_connections": conns + 3,
+        "client_inflight": conns,
+    }
+    arr_u = rng.poisson(3, n).astype(float)
+    arr_t = rng.poisson(3, n).astype(float)
+    succ_u = np.where(storm > 0, np.floor(arr_u * 0.3), arr_u)
+    succ_t = np.where(storm > 0, 0.0, arr_t)
+    fails = (arr_u - succ_u) + (arr_t - succ_t)
+    windows: dict[str, np.ndarray] = {
+        "time_s": t, "arrivals": arr_u + arr_t, "successes": succ_u + succ_t, "failures": fails,
+        "retries": np.floor(fails / 2), "arrivals_untouched": arr_u, "successes_untouched": succ_u,
+        "arrivals_touched": arr_t, "successes_touched": succ_t,
+        "p50_ms": 3 + 2000 * storm, "p99_ms": np.where(arr_u > 0, 10 + 9000 * storm, np.nan),
+        "offered_untouched_rps": arr_u / sample_interval,
+        "goodput_untouched_rps": succ_u / sample_interval,
+    }
+    for kind in ERROR_KINDS:
+        windows[f"failures.{kind}"] = np.zeros(n)
+    windows["failures.client_timeout"] = np.floor(fails * 0.7)
+    windows["failures.conn_reset"] = fails - windows["failures.client_timeout"]
+
+    requests = {name: np.zeros(n_requests, dtype=dtype) for name, dtype in REQUEST_COLUMNS.items()}
+    requests["request_id"] = np.arange(n_requests)
+    requests["client"][:] = 0
+    requests["route"] = (np.arange(n_requests) % 2).astype(np.int32)
+    requests["touched"] = requests["route"] == 0
+    requests["arrival_at"] = np.sort(rng.uniform(0, duration_s, n_requests))
+    requests["end_at"] = requests["arrival_at"] + rng.exponential(0.05, n_requests)
+    requests["error"] = np.where(rng.random(n_requests) < 0.3, ERROR_CODE["client_timeout"], 0).astype(np.int8)
+    requests["error"][-3:] = -1
+    requests["end_at"][-3:] = np.nan
+    requests["attempts"][:] = 1
+    attempts = {name: np.zeros(n_requests, dtype=dtype) for name, dtype in ATTEMPT_COLUMNS.items()}
+    attempts["request_id"] = requests["request_id"].copy()
+    attempts["start_at"] = requests["arrival_at"].copy()
+    attempts["end_at"] = requests["end_at"].copy()
+    attempts["error"] = requests["error"].copy()
+    attempts["new_conn"][::5] = True
+
+    milestones = Milestones(
+        trigger_at_s=10.0,
+        faults=[FaultWindow("db_lock", 10.0, 30.0, "orders.orders", ("checkout",))],
+        kills=[25.0], restarts=[30.0], fd_exhausted_at_s=18.0, oom_killed_at_s=25.0,
+        end_at_s=duration_s, alive_at_end=True)
+    summary = {
+        "scenario": scenario.name, "seed": seed, "duration_s": duration_s, "offered_rps": 6.0,
+        "goodput_rps": 4.1, "success_rate": 0.683, "p50_ms": 4.2, "p90_ms": 1500.0,
+        "p99_ms": 9010.5, "p999_ms": 9900.0, "p99_success_ms": 12.5,
+        "attempts_per_request": 1.4, "incomplete": 3,
+        "errors": {"client_timeout": 80, "conn_reset": 15},
+        "max_server_connections": 920, "max_accept_queue": 50, "max_open_fds": 926,
+        "max_goroutines": 1845, "peak_memory_mib": 50.4, "max_cpu_utilization": 0.74,
+        "wasted_work_fraction": 0.42, "trigger_at_s": 10.0, "collapse_at_s": 14.0,
+        "collapse_time_s": 4.0, "recovered_at_s": 40.0, "outcome": "recovered", "crashes": 1,
+        "crash_loop": False, "fd_exhausted_at_s": 18.0, "oom_killed_at_s": 25.0,
+        "truncated": False, "truncated_by": None, "events": 123456, "wall_s": 1.25,
+        "provenance": {"stormsim": "0.1.0", "git": "abc123", "scenario_hash": "deadbeef",
+                       "seed": seed, "replication": 0},
+    }
+    return RunResult(
+        scenario=scenario, seed=seed, replication=0, route_names=["checkout", "browse"],
+        client_names=["web"], requests=requests, attempts=attempts, levels=levels,
+        milestones=milestones, counters={"events": 123456.0}, wall_s=1.25,
+        provenance=dict(summary["provenance"]), windows=windows, summary=summary)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def _rows_of(fig: go.Figure) -> dict[str, list[go.Scatter]]:
+    by_axis: dict[str, list[go.Scatter]] = {}
+    for trace in fig.data:
+        by_axis.setdefault(trace.yaxis or "y", []).append(trace)
+    return by_axis
+
+
+def _names(fig: go.Figure) -> set[str]:
+    return {trace.name for trace in fig.data}
+
+
+def test_timeseries_has_nine_panels_with_titles_and_units():
+    fig = timeseries_figure(synthetic_run())
+    y_axes = [key for key in fig.layout.to_plotly_json() if key.startswith("yaxis")]
+    assert len(y_axes) == len(TIMESERIES_PANELS) == 9
+    titles = [a.text for a in fig.layout.annotations if a.name is None]
+    assert titles[:9] == [title for title, _ in TIMESERIES_PANELS]
+    for row, (_, unit) in enumerate(TIMESERIES_PANELS, start=1):
+        axis = fig.layout["yaxis" if row == 1 else f"yaxis{row}"]
+        assert axis.title.text == unit
+    assert fig.layout.xaxis9.title.text == "time (s)"
+    assert fig.layout.yaxis7.type == "log"
+    # every panel has data
+    assert len(_rows_of(fig)) == 9
+
+
+def test_timeseries_traces():
+    fig = timeseries_figure(synthetic_run())
+    names = _names(fig)
+    for expected in ("server connections", "accept queue", "open fds", "goroutines", "memory",
+                     "CPU utilization", "GC fraction", "offered (untouched)", "goodput (untouched)",
+                     "offered (touched)", "goodput (touched)", "P50", "P99", "client_timeout",
+                     "conn_reset", "retries", "in use orders", "waiters orders"):
+        assert expected in names, expected
+    fd_limit = next(t for t in fig.data if t.name.startswith("fd limit"))
+    assert fd_limit.line.dash == "dash" and fd_limit.yaxis == "y2"
+    assert set(np.asarray(fd_limit.y)) == {1024.0}
+    mem_limit = next(t for t in fig.data if t.name.startswith("memory limit"))
+    assert mem_limit.y[0] == 256.0 and mem_limit.yaxis == "y4"
+    # error kinds that never happened are left out; the ones that did are stacked
+    errors = [t for t in fig.data if t.yaxis == "y8" and t.stackgroup]
+    assert {t.name for t in errors} == {"client_timeout", "conn_reset"}
+    # goodput is counts / sample_interval
+    run = synthetic_run()
+    goodput = next(t for t in fig.data if t.name == "goodput (untouched)")
+    np.testing.assert_allclose(goodput.y, run.windows["successes_untouched"] / 0.1)
+
+
+def test_fault_windows_shade_every_panel_and_are_labelled():
+    fig = timeseries_figure(synthetic_run())
+    faults = [s for s in fig.layout.shapes if (s.name or "").startswith("fault:")]
+    assert len(faults) == 9
+    assert {s.yref for s in faults} == {"y domain"} | {f"y{i} domain" for i in range(2, 10)}
+    assert all(s.x0 == 10.0 and s.x1 == 30.0 for s in faults)
+    labels = [a for a in fig.layout.annotations if (a.name or "").startswith("fault:")]
+    assert len(labels) == 1 and "db_lock" in labels[0].text
+
+
+def test_milestones_are_lines_and_annotations():
+    run = synthetic_run()
+    fig = timeseries_figure(run)
+    texts = " | ".join(a.text for a in fig.layout.annotations if (a.name or "").startswith("milestone:"))
+    for label in ("trigger 10.0 s", "collapse 14.0 s", "fd exhausted 18.0 s", "OOM kill 25.0 s",
+                  "restart 30.0 s", "recovered 40.0 s"):
+        assert label in texts
+    lines = [s for s in fig.layout.shapes if (s.name or "").startswith("milestone:")]
+    assert len(lines) == 6 * 9
+    assert [m.kind for m in milestone_marks(run)] == [
+        "trigger", "collapse", "fd_exhausted", "oom_kill", "restart", "recovered"]
+
+
+def test_truncation_and_several_kills_are_marked():
+    run = synthetic_run()
+    run.milestones = dataclasses.replace(run.milestones, kills=[25.0, 33.0], restarts=[30.0, 38.0],
+                                         truncated=True, truncated_by="events", end_at_s=45.0)
+    labels = [m.label for m in milestone_marks(run)]
+    assert "OOM kill 1" in labels and "OOM kill 2" in labels and "restart 2" in labels
+    assert "truncated (events)" in labels
+
+
+def test_downsampling_keeps_traces_short_and_peaks():
+    run = synthetic_run(duration_s=2000.0, sample_interval=0.1, n_requests=10)
+    peak_at = 12345
+    run.levels["server_connections"][peak_at] = 99_999.0
+    fig = timeseries_figure(run)
+    assert all(len(trace.x) <= MAX_POINTS_PER_TRACE for trace in fig.data)
+    conns = next(t for t in fig.data if t.name == "server connections")
+    assert max(conns.y) == 99_999.0
+    assert np.all(np.diff(np.asarray(conns.x)) > 0)
+
+
+def test_decimate_short_series_is_unchanged_and_nan_safe():
+    x = np.arange(10.0)
+    y = np.arange(10.0)
+    assert np.array_equal(decimate(x, y)[1], y)
+    y_long = np.full(10_000, np.nan)
+    y_long[5000] = 3.0
+    xs, ys = decimate(np.arange(10_000.0), y_long, max_points=100)
+    assert len(xs) <= 100 and np.nanmax(ys) == 3.0
+
+
+def test_missing_series_leave_panels_empty_instead_of_failing():
+    run = synthetic_run()
+    run.windows = {}
+    run.summary = {}
+    run.levels = {"time_s": run.levels["time_s"], "server_connections": run.levels["server_connections"]}
+    fig = timeseries_figure(run)
+    assert len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]) == 9
+    # milestones still come from the engine's Milestones when the summary is missing
+    assert "trigger" in [m.kind for m in milestone_marks(run)]
+    fig.to_json()
+
+
+def test_default_fd_limit_does_not_squash_the_panel():
+    run = synthetic_run()
+    service = run.scenario.services["api"]
+    big = dataclasses.replace(service, fd_limit=524288)
+    run.scenario = dataclasses.replace(run.scenario, services={"api": big})
+    fig = timeseries_figure(run)
+    assert fig.layout.yaxis2.range[1] < 2000
+    assert any(a.name == "limit_off_scale" for a in fig.layout.annotations)
+
+
+def test_comparison_overlays_runs_with_one_colour_each():
+    a, b = synthetic_run(seed=1), synthetic_run(seed=2)
+    b.summary["collapse_at_s"] = None
+    fig = comparison_figure([("baseline", a), ("with budget", b)])
+    y_axes = [key for key in fig.layout.to_plotly_json() if key.startswith("yaxis")]
+    assert len(y_axes) == len(COMPARISON_PANELS) == 5
+    assert len(fig.data) == 2 * 5
+    for label in ("baseline", "with budget"):
+        traces = [t for t in fig.data if t.name == label]
+        assert len({t.line.color for t in traces}) == 1
+        assert sum(bool(t.showlegend) for t in traces) == 1
+    assert fig.data[0].line.color != fig.data[5].line.color
+    assert fig.layout.yaxis5.type == "log"
+    # the shared fault window is shaded once per panel, not once per run
+    assert len([s for s in fig.layout.shapes if (s.name or "").startswith("fault:")]) == 5
+    collapse_lines = [s for s in fig.layout.shapes if (s.name or "").startswith("milestone:collapse")]
+    assert len(collapse_lines) == 5
+
+
+@pytest.mark.parametrize("n_runs", [0, 1])
+def test_comparison_handles_few_runs(n_runs):
+    fig = comparison_figure([(f"run{i}", synthetic_run()) for i in range(n_runs)])
+    assert isinstance(fig, go.Figure)
+    fig.to_json()
