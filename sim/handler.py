@@ -29,6 +29,8 @@ OP_CPU = 0
 OP_SLEEP = 1
 OP_ALLOC = 2
 OP_QUERY = 3
+OP_CPU_EXP = 4      # exponential CPU time with this mean
+OP_SLEEP_EXP = 5
 
 STATUS_OK = 200
 STATUS_DB_ERROR = 500
@@ -126,6 +128,10 @@ def handle(ex: Exchange):
                 break
         elif op == OP_SLEEP:
             yield env.timeout(arg)
+        elif op == OP_CPU_EXP:
+            yield server.cores.run(arg * service.step_draws.next())
+        elif op == OP_SLEEP_EXP:
+            yield env.timeout(arg * service.step_draws.next())
         else:  # OP_ALLOC
             ex.allocated_b += arg
             server.add_memory(arg)

@@ -53,8 +53,25 @@ class ScenarioError(ValueError):
 
 def load_scenario(path: str | Path, overrides: Sequence[str] = (),
                   variant: str | None = None) -> Scenario:
-    """Read a scenario file, apply ``variant`` then ``overrides`` (``dotted.path=value``), validate."""
+    """Read a scenario file, apply ``variant`` then ``overrides`` (``dotted.path=value``), validate.
+
+    A file may start from another with ``extends: other.yaml`` (relative to its own folder):
+    the other file's data is taken first and this file's keys are merged over it, mappings key by
+    key, lists and values replaced whole.
+    """
     file_path = Path(path)
+    data = _read_with_bases(file_path, ())
+    try:
+        if variant is not None:
+            data = apply_variant(data, variant)
+        data = apply_overrides(data, overrides)
+    except ScenarioError as error:
+        error.source = str(file_path)
+        raise
+    return scenario_from_dict(data, source=str(file_path))
+
+
+def _read_yaml(file_path: Path) -> Any:
     try:
         text = file_path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -72,13 +89,41 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = (),
         raise error from None
     try:
         _require_top_mapping(data, str(file_path))
-        if variant is not None:
-            data = apply_variant(data, variant)
-        data = apply_overrides(data, overrides)
     except ScenarioError as error:
         error.source = str(file_path)
         raise
-    return scenario_from_dict(data, source=str(file_path))
+    return data
+
+
+def _read_with_bases(file_path: Path, seen: tuple[Path, ...]) -> dict:
+    resolved = file_path.resolve()
+    if resolved in seen:
+        chain = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ScenarioError("extends", str(file_path), f"scenario files extend each other in a cycle: {chain}")
+    data = _read_yaml(file_path)
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str) or not base_name:
+        error = ScenarioError("extends", base_name, f"{_show(base_name)} is not a file name")
+        error.source = str(file_path)
+        raise error
+    base_path = file_path.parent / base_name
+    if not base_path.exists():
+        error = ScenarioError("extends", base_name, f"{_show(base_name)}: no such file next to {file_path}")
+        error.source = str(file_path)
+        raise error
+    return _merged(_read_with_bases(base_path, (*seen, resolved)), data)
+
+
+def _merged(base: Any, top: Any) -> Any:
+    """``top`` over ``base``: mappings merge key by key; anything else is replaced."""
+    if isinstance(base, dict) and isinstance(top, dict):
+        out = dict(base)
+        for key, value in top.items():
+            out[key] = _merged(base[key], value) if key in base else value
+        return out
+    return top
 
 
 def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:

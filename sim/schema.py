@@ -201,6 +201,7 @@ class StepConfig:
     query: str = setting("", "A query on `db.table` through the service's database/sql pool for that database.")
     sleep: Duration = setting(0.0, "Off-CPU wait (e.g. an unmodelled downstream call).", ge=0)
     alloc: Size = setting(0, "Heap allocated from this step until the handler returns.", ge=0)
+    distribution: Literal["constant", "exponential"] = setting("constant", "For cpu and sleep steps: the value is exact (constant) or the mean of an exponential draw.")
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,7 @@ class ServerConfig:
 class MemoryConfig:
     """Memory accounting of the server process (connmem experiment, semantics.md §1)."""
 
-    limit: Size = setting(0, "Memory limit (container); reaching it kills the process (OOM); 0 = none.", ge=0)
+    limit: Size = setting(0, "Memory limit (container); the process is killed (OOM) when its memory (live set plus uncollected garbage) reaches it; 0 = none.", ge=0)
     baseline: Size = setting(32 * 1024 * 1024, "Memory of the process at rest.", ge=0)
     per_connection: Size = setting(10306, "Per open server connection, its goroutine excluded (measured 14,402 B idle keep-alive incl. one goroutine).", ge=0)
     per_request: Size = setting(2228, "Per in-flight request, its goroutines excluded (measured +6,324 B incl. the background reader).", ge=0)
@@ -244,8 +245,18 @@ class CpuConfig:
     """CPU of the server process: GOMAXPROCS cores shared FCFS by runnable work."""
 
     cores: int = setting(2, "GOMAXPROCS cores.", ge=1)
-    gc_cores_per_gib: float = setting(0.0, "GC tax: cores of GC work per GiB of modelled memory; it takes its share of the cores, stretching every CPU burst; 0 = off.", ge=0)
-    gc_max_fraction: float = setting(0.5, "Cap of the GC share of the cores.", ge=0, lt=1)
+
+
+@dataclass(frozen=True)
+class GcConfig:
+    """Go's garbage collector: heap goal, mark cycles and their CPU (docs/model.md, GC)."""
+
+    enabled: bool = setting(False, "Model the heap and its collector. false: memory is the live set only and the GC costs no CPU.")
+    gogc: int = setting(100, "GOGC: the next cycle starts when the heap reaches live-at-last-mark x (1 + GOGC/100) (4 MiB at least).", ge=1)
+    gomemlimit: Size = setting(0, "GOMEMLIMIT (Go 1.19+ soft limit): the heap goal never exceeds it; 0 = none.", ge=0)
+    mark_rate_per_core: Size = setting(512 * 1024 * 1024, "Live bytes one core marks per second; a cycle lasts live / (rate x cores x background_fraction).", gt=0)
+    background_fraction: float = setting(0.25, "Share of the cores the GC takes while a cycle runs (Go's 25% background workers).", gt=0, lt=1)
+    assist_fraction: float = setting(0.5, "Share of the cores taken while a cycle runs and the heap is past its goal (mark assists; Go's GC CPU limiter caps at 50%).", gt=0, lt=1)
 
 
 @dataclass(frozen=True)
@@ -264,6 +275,7 @@ class ServiceConfig:
     instances: int = setting(1, "Instances of the service (more than one: service graphs issue).", ge=1)
     server: ServerConfig = setting(ServerConfig(), "http.Server settings.")
     cpu: CpuConfig = setting(CpuConfig(), "CPU.")
+    gc: GcConfig = setting(GcConfig(), "Garbage collector.")
     memory: MemoryConfig = setting(MemoryConfig(), "Memory accounting and OOM.")
     fd_limit: int = setting(524288, "RLIMIT_NOFILE as the process runs (Go raises the soft limit to the hard one); fds: 3 stdio + listener + connections + DB connections.", ge=8)
     routes: dict[str, RouteConfig] = setting({}, "Routes by name.")

@@ -52,6 +52,21 @@ variants:
     clients.web.transport.client_timeout: 500ms
     clients.web.retry.max_attempts: 3
 ```
+
+A file can start from another with a top-level `extends: other.yaml` (a path
+relative to the file's own folder). The other file is read first and this file's
+keys are merged over it: mappings key by key, lists and plain values replaced
+whole. The shipped seed variants are written this way, so each shows only what
+it changes:
+
+```yaml
+extends: seed-collapse.yaml
+name: seed-db-deadline
+services:
+  api:
+    routes:
+      report: {db_deadline: 2s}
+```
 """
 
 

@@ -35,6 +35,7 @@ import simpy
 from sim.connection import ACTIVE, CLOSED, HANDSHAKE, IDLE, NEW, QUEUED, Conn
 from sim.cpu import Cores
 from sim.dbpool import SqlPool
+from sim.gc import GarbageCollector
 from sim.handler import Exchange, handle
 from sim.schema import PoolConfig
 
@@ -86,18 +87,17 @@ class ServerProcess:
         self.fds = BASE_FDS
         self.conns = 0
         self.goroutines = BASE_GOROUTINES
-        self.memory_b = mem.baseline + BASE_GOROUTINES * mem.per_goroutine
+        self.live_b = float(mem.baseline + BASE_GOROUTINES * mem.per_goroutine)
         self.inflight = 0
         self.inflight_by_route = [0] * (len(service.route_names) + 1)   # + the unrouted path
         self.accept_queue: deque[Conn] = deque()
+        self.accept_reserved = 0
         self.accept_sleeping = False
         self.accept_backoff_s = 0.0
         self.open_conns: dict[int, Conn] = {}
         self.exchanges: set[Exchange] = set()
-        gc_per_gib = cfg.cpu.gc_cores_per_gib
-        self._gc_factor = gc_per_gib / cfg.cpu.cores / float(1 << 30) if gc_per_gib > 0 else 0.0
-        self._gc_cap = cfg.cpu.gc_max_fraction
-        self.cores = Cores(self.env, cfg.cpu.cores, self.gc_share)
+        self.gc = GarbageCollector(self.env, cfg.gc, cfg.cpu.cores, self._live_b)
+        self.cores = Cores(self.env, cfg.cpu.cores, self.gc.cpu_share)
         self.pools: dict[str, SqlPool] = {}
         for db_name in service.databases_used:
             db = world.scenario.databases[db_name]
@@ -110,21 +110,30 @@ class ServerProcess:
         world.peak_memory_b = max(world.peak_memory_b, self.memory_b)
 
     # ------------------------------------------------------------ resources
-    def gc_share(self) -> float:
-        if self._gc_factor == 0.0:
-            return 0.0
-        return min(self._gc_cap, self._gc_factor * self.memory_b)
+    def _live_b(self) -> float:
+        return self.live_b
+
+    @property
+    def memory_b(self) -> float:
+        """Resident memory: the live set plus garbage not yet collected."""
+        return self.live_b + self.gc.garbage_b
 
     def add_memory(self, delta_b: float) -> None:
-        self.memory_b += delta_b
-        if delta_b > 0:
-            w = self.world
-            if self.memory_b > w.peak_memory_b:
-                w.peak_memory_b = self.memory_b
-            if self.mem_limit and self.memory_b >= self.mem_limit and not self._oom_pending and self.alive:
-                self._oom_pending = True
-                ev = self.env.timeout(0)
-                ev.callbacks.append(self._on_oom)
+        self.live_b += delta_b
+        if delta_b < 0:
+            self.gc.freed(-delta_b)
+            return
+        gc = self.gc
+        if gc.enabled:
+            gc.allocated()
+        memory_b = self.live_b + gc.garbage_b
+        w = self.world
+        if memory_b > w.peak_memory_b:
+            w.peak_memory_b = memory_b
+        if self.mem_limit and memory_b >= self.mem_limit and not self._oom_pending and self.alive:
+            self._oom_pending = True
+            ev = self.env.timeout(0)
+            ev.callbacks.append(self._on_oom)
 
     def _on_oom(self, _event: Any) -> None:
         if self.alive:
@@ -153,8 +162,9 @@ class ServerProcess:
         """A SYN arrives: 'accept' (handshake completes), 'drop' (queue full) or 'refuse'."""
         if not self.alive:
             return "refuse"
-        if len(self.accept_queue) >= self.backlog:
+        if len(self.accept_queue) + self.accept_reserved >= self.backlog:
             return "drop"
+        self.accept_reserved += 1     # the handshake completes into the queue one trip later
         return "accept"
 
     def on_ack(self, conn: Conn, first_request: Any) -> None:
@@ -162,6 +172,7 @@ class ServerProcess:
         if not self.alive or conn.server is not self:
             conn.client.on_server_reset(conn)
             return
+        self.accept_reserved -= 1
         conn.pending = first_request
         self.accept_queue.append(conn)
         if len(self.accept_queue) > self.world.peak_accept_queue:
@@ -436,6 +447,7 @@ class ServerProcess:
         self.fds = 0
         self.conns = 0
         self.goroutines = 0
-        self.memory_b = 0
+        self.live_b = 0.0
+        self.gc.garbage_b = 0.0
         self.inflight = 0
         self.inflight_by_route = [0] * len(self.inflight_by_route)

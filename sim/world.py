@@ -22,7 +22,7 @@ import simpy
 from sim.arrivals import generated_arrivals, trace_arrivals
 from sim.client import Attempt, ClientInstance, Request
 from sim.faults import Faults
-from sim.handler import OP_ALLOC, OP_CPU, OP_QUERY, OP_SLEEP
+from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
 from sim.schema import RouteConfig, Scenario, ServiceConfig
@@ -42,13 +42,14 @@ class RoutePlan:
         self.db_deadline_s = route.db_deadline
         ops: list[tuple[int, Any]] = []
         for step in route.steps:
+            exponential = step.distribution == "exponential"
             if step.cpu > 0:
-                ops.append((OP_CPU, step.cpu))
+                ops.append((OP_CPU_EXP if exponential else OP_CPU, step.cpu))
             elif step.query:
                 db, table = step.query.split(".", 1)
                 ops.append((OP_QUERY, (db, table)))
             elif step.sleep > 0:
-                ops.append((OP_SLEEP, step.sleep))
+                ops.append((OP_SLEEP_EXP if exponential else OP_SLEEP, step.sleep))
             elif step.alloc > 0:
                 ops.append((OP_ALLOC, step.alloc))
         self.ops = tuple(ops)
@@ -61,6 +62,7 @@ class Service:
         self.config = config
         self.route_names = list(config.routes)
         self.route_plans: list[RoutePlan | None] = [RoutePlan(n, r) for n, r in config.routes.items()] + [None]
+        self.step_draws = world.streams.exponential(f"service.{name}.steps")
         self.route_methods = [r.method for r in config.routes.values()] + ["GET"]
         self.route_body_unread = [r.request_body for r in config.routes.values()] + [False]
         dbs = {st.query.split(".", 1)[0] for r in config.routes.values() for st in r.steps if st.query}
@@ -279,7 +281,7 @@ class World:
         levels = self._levels
         service = self.service
         names = ["time_s", "alive", "server_connections", "accept_queue", "open_fds", "goroutines", "memory_mib",
-                 "cpu_utilization", "gc_fraction", "inflight_requests"]
+                 "live_heap_mib", "cpu_utilization", "gc_fraction", "inflight_requests"]
         names += [f"inflight.{r}" for r in service.route_names]
         dbs = service.databases_used
         names += [f"db_in_use.{d}" for d in dbs] + [f"db_waiters.{d}" for d in dbs]
@@ -305,8 +307,9 @@ class World:
                 levels["open_fds"].append(proc.fds)
                 levels["goroutines"].append(proc.goroutines)
                 levels["memory_mib"].append(proc.memory_b / 1048576.0)
+                levels["live_heap_mib"].append(proc.live_b / 1048576.0)
                 levels["cpu_utilization"].append(cpu)
-                levels["gc_fraction"].append(proc.gc_share())
+                levels["gc_fraction"].append(proc.gc.cpu_share())
                 levels["inflight_requests"].append(proc.inflight)
                 for i in range(n_routes):
                     levels[f"inflight.{service.route_names[i]}"].append(proc.inflight_by_route[i])

@@ -442,7 +442,8 @@ def test_round_trip_random_values(read_timeout, client_timeout, think_time, limi
             api,
             server=dataclasses.replace(api.server, read_timeout=read_timeout),
             memory=dataclasses.replace(api.memory, limit=limit, per_connection=per_connection),
-            cpu=dataclasses.replace(api.cpu, cores=cores, gc_max_fraction=fraction))},
+            cpu=dataclasses.replace(api.cpu, cores=cores),
+            gc=dataclasses.replace(api.gc, background_fraction=max(fraction, 0.001)))},
         clients={"web": dataclasses.replace(
             web,
             transport=dataclasses.replace(web.transport, client_timeout=client_timeout),
