@@ -192,6 +192,9 @@ class ClientInstance:
         """End the attempt with an error (whatever phase it is in)."""
         if att.finished:
             return
+        tracer = self.world.tracer
+        if tracer is not None:
+            tracer.append((self.env.now, "attempt_failed", att.conn.id if att.conn else None, kind))
         self._finish_attempt(att)
         att.error = kind
         att.waiting = False
@@ -263,6 +266,9 @@ class ClientInstance:
         if not conn.client_open:
             return
         conn.client_open = False
+        tracer = self.world.tracer
+        if tracer is not None:
+            tracer.append((self.env.now, "client_close", conn.id, ""))
         if conn.in_pool:
             conn.in_pool = False
             try:
@@ -300,6 +306,8 @@ class ClientInstance:
             world.peak_client_conns = world.client_conns
         conn = Conn(world.next_conn_id(), self, self.link, None)
         dial = Dial(conn, att, self.env.now)
+        if world.tracer is not None:
+            world.tracer.append((self.env.now, "dial", conn.id, ""))
         if att is not None:
             att.new_conn = True
         if self.dial_timeout_s > 0:
@@ -322,6 +330,8 @@ class ClientInstance:
             ev = self.env.timeout(self.link.one_way(), dial)
             ev.callbacks.append(self._on_established)
         elif verdict == "drop":
+            if self.world.tracer is not None:
+                self.world.tracer.append((self.env.now, "syn_dropped", dial.conn.id, dial.syn_tries))
             if dial.syn_tries < len(SYN_RETRANSMIT_AFTER_S):
                 wait_s = dial.started_at + SYN_RETRANSMIT_AFTER_S[dial.syn_tries] - self.env.now
                 dial.syn_tries += 1
@@ -365,6 +375,8 @@ class ClientInstance:
             return
         conn = dial.conn
         conn.established = True
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "established", conn.id, ""))
         # the ACK (with the ClientHello under TLS) travels to the listener
         ev = self.env.timeout(self.link.one_way(), conn)
         ev.callbacks.append(self._on_ack_reaches_server)
@@ -415,6 +427,8 @@ class ClientInstance:
         conn.attempt = att
         if self.header_timeout_s > 0:
             att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "request_sent", conn.id, att.request.id))
         ev = self.env.timeout(conn.link.one_way(), att)
         ev.callbacks.append(self._on_request_reaches_server)
 
@@ -434,6 +448,8 @@ class ClientInstance:
         if att.finished or att.conn is not conn:
             return
         self._finish_attempt(att)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "response_received", conn.id, status))
         att.status = status
         att.conn = None
         conn.attempt = None
@@ -477,11 +493,13 @@ class ClientInstance:
         att = user
         if att is None or att.finished or att.conn is not conn:
             return
-        att.conn = None
-        conn.attempt = None
         method = self.methods[att.route]
         if conn.reused and method in REPLAYABLE:
+            if self.world.tracer is not None:
+                self.world.tracer.append((self.env.now, "transparent_retry", conn.id, kind))
             # Go retries a replayable request on a reused connection the server closed or reset
+            att.conn = None
+            conn.attempt = None
             att.event.succeed(RETRY_TRANSPARENTLY)
             return
         self._fail(att, kind)

@@ -18,9 +18,12 @@ from sim.schema import Scenario
 from sim.world import World
 
 
-def run_scenario(scenario: Scenario, seed: int | None = None, replication: int = 0) -> RunResult:
+def run_scenario(scenario: Scenario, seed: int | None = None, replication: int = 0,
+                 trace: bool = False) -> RunResult:
+    """Run ``scenario`` once. ``trace=True`` keeps an event log in ``result.trace``
+    (tuples of instant, event kind, connection id, detail): for small runs and tests."""
     run_seed = scenario.seed if seed is None else int(seed)
-    world = World(scenario, run_seed, replication)
+    world = World(scenario, run_seed, replication, trace=trace)
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()

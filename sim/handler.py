@@ -72,6 +72,9 @@ class Exchange:
         if self.ctx_done:
             return
         self.ctx_done = True
+        tracer = self.server.world.tracer
+        if tracer is not None:
+            tracer.append((self.server.env.now, "ctx_cancelled", self.conn.id, reason))
         plan = self.server.service.route_plans[self.route]
         if plan is not None and plan.honours_context and self.interruptible:
             self.interruptible = False
@@ -80,6 +83,9 @@ class Exchange:
     def deadline_expired(self, _arg: Any = None) -> None:
         """The db_deadline of the current query passed."""
         self.deadline_timer = None
+        tracer = self.server.world.tracer
+        if tracer is not None:
+            tracer.append((self.server.env.now, "db_deadline", self.conn.id, ""))
         if self.interruptible:
             self.interruptible = False
             self.process.interrupt("db_deadline")

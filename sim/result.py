@@ -82,6 +82,7 @@ class RunResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     windows: dict[str, np.ndarray] = field(default_factory=dict)   # filled by sim.outputs
     summary: dict[str, Any] = field(default_factory=dict)          # filled by sim.outputs
+    trace: list[tuple[float, str, Any, Any]] | None = None          # event log, when asked for
 
 
 def empty_columns(spec: dict[str, str], n: int = 0) -> dict[str, np.ndarray]:

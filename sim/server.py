@@ -184,9 +184,9 @@ class ServerProcess:
         """Go's (*Server).Serve loop from the current instant until it parks or sleeps."""
         while self.alive:
             if self.fds >= self.fd_limit:
-                self.world.note_emfile()
                 b = self.accept_backoff_s
                 self.accept_backoff_s = ACCEPT_BACKOFF_FIRST_S if b == 0.0 else min(2.0 * b, ACCEPT_BACKOFF_MAX_S)
+                self.world.note_emfile(self.accept_backoff_s)   # "accept4: too many open files; retrying in ..."
                 self.accept_sleeping = True
                 ev = self.env.timeout(self.accept_backoff_s)
                 ev.callbacks.append(self._on_accept_wake)
@@ -216,6 +216,8 @@ class ServerProcess:
         self.open_conns[conn.id] = conn
         self.add_memory(self.per_conn_b)
         now = self.env.now
+        if w.tracer is not None:
+            w.tracer.append((now, "accept", conn.id, ""))
         conn.t0 = now
         if conn.slow is not None:
             conn.state = NEW
@@ -232,7 +234,7 @@ class ServerProcess:
             request, conn.pending = conn.pending, None
             self.begin(conn, request)
         elif conn.peer_gone:
-            self.close(conn)
+            self.close(conn, reason="eof_before_request")
         elif self.header_timeout_s > 0:
             conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
 
@@ -263,7 +265,7 @@ class ServerProcess:
     def _on_tls_deadline(self, conn: Conn) -> None:
         conn.server_timer = None
         if conn.state == HANDSHAKE:
-            self.close(conn)
+            self.close(conn, reason="tls_deadline")
 
     # ------------------------------------------------------- request lifecycle
     def on_request(self, conn: Conn, request: Any) -> None:
@@ -293,6 +295,8 @@ class ServerProcess:
         ex.body_deadline_at = body_deadline_at
         conn.exchange = ex
         self.exchanges.add(ex)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "handler_start", conn.id, route))
         self._start_exchange(ex)
 
     def _start_exchange(self, ex: Exchange) -> None:
@@ -320,6 +324,8 @@ class ServerProcess:
         now = self.env.now
         self.exchanges.discard(ex)
         w = self.world
+        if w.tracer is not None:
+            w.tracer.append((now, "handler_end", ex.conn.id, status))
         handler_s = now - ex.start_at
         w.handler_s += handler_s
         if ex.caller_gone_at is not None and ex.caller_gone_at < now:
@@ -342,6 +348,8 @@ class ServerProcess:
         if ex.detached or not self.alive:
             return
         ex.detached = True
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "timeout_handler_503", ex.conn.id, ""))
         ex.cancel("timeout_handler")
         self.respond(ex, 503)
 
@@ -360,18 +368,20 @@ class ServerProcess:
             self.world.slow_clients.on_response(self, conn, status)
             return
         if conn.peer_gone:
-            self.close(conn, notify=False)
+            self.close(conn, notify=False, reason="write_to_gone_client")
             return
         if now > ex.write_deadline_at:
             # WriteTimeout: the write fails, the connection closes, the client reads EOF
-            self.close(conn, notify=False)
+            self.close(conn, notify=False, reason="write_timeout")
             attempt.client.deliver_eof(conn, attempt, conn.link.one_way())
             return
         if ex.close_after:
-            self.close(conn, notify=False)
+            self.close(conn, notify=False, reason="close_after_response")
             attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=True)
             return
         conn.state = IDLE
+        if self.world.tracer is not None:
+            self.world.tracer.append((now, "response_sent", conn.id, status))
         if self.idle_timeout_s > 0:
             conn.server_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
         attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=False)
@@ -380,18 +390,20 @@ class ServerProcess:
     def _on_header_timeout(self, conn: Conn) -> None:
         conn.server_timer = None
         if conn.state == NEW:
-            self.close(conn)
+            self.close(conn, reason="read_header_timeout")
 
     def _on_idle_timeout(self, conn: Conn) -> None:
         conn.server_timer = None
         if conn.state == IDLE:
-            self.close(conn)
+            self.close(conn, reason="idle_timeout")
 
     def on_client_close(self, conn: Conn) -> None:
         """The client's FIN reaches the server."""
         if conn.server is not self or not self.alive:
             return
         conn.peer_gone = True
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "fin_seen", conn.id, ""))
         state = conn.state
         if state == QUEUED:
             return  # seen when accepted
@@ -401,11 +413,14 @@ class ServerProcess:
                 ex.cancel("client_gone")
             return
         if state != CLOSED:
-            self.close(conn, notify=False)
+            self.close(conn, notify=False, reason="client_closed")
 
-    def close(self, conn: Conn, notify: bool = True) -> None:
+    def close(self, conn: Conn, notify: bool = True, reason: str = "") -> None:
         if conn.state == CLOSED:
             return
+        tracer = self.world.tracer
+        if tracer is not None:
+            tracer.append((self.env.now, "server_close", conn.id, reason))
         if conn.state == QUEUED:
             conn.state = CLOSED
             return
@@ -424,6 +439,8 @@ class ServerProcess:
     def die(self) -> None:
         """The process is killed: every socket is reset, every goroutine gone."""
         self.alive = False
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "killed", None, ""))
         for conn in list(self.open_conns.values()):
             conn.state = CLOSED
             if conn.server_timer is not None:

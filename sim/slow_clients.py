@@ -108,7 +108,7 @@ class SlowClients:
             self.cut_with_400 += 1
         else:
             self.cut_silently += 1
-        server.close(conn, notify=False)
+        server.close(conn, notify=False, reason="read_header_timeout_400" if some_bytes else "read_header_timeout")
 
     def _headers_read(self, conn: Conn) -> None:
         conn.server_timer = None
@@ -131,4 +131,4 @@ class SlowClients:
     def _attacker_closes(self, event: simpy.Event) -> None:
         conn: Conn = event.value
         if conn.server.alive:
-            conn.server.close(conn, notify=False)
+            conn.server.close(conn, notify=False, reason="client_closed")

@@ -99,7 +99,7 @@ class Service:
 
 
 class World:
-    def __init__(self, scenario: Scenario, seed: int, replication: int = 0) -> None:
+    def __init__(self, scenario: Scenario, seed: int, replication: int = 0, trace: bool = False) -> None:
         if len(scenario.services) != 1:
             raise ValueError(f"services: this version simulates exactly one service, the scenario has {len(scenario.services)}")
         if scenario.edges:
@@ -108,6 +108,8 @@ class World:
         self.seed = seed
         self.replication = replication
         self.env = simpy.Environment()
+        # an event log for small runs and the semantics tests: (at, kind, conn id, detail)
+        self.tracer: list[tuple[float, str, Any, Any]] | None = [] if trace else None
         self.timers = TimerService(self.env)
         self.streams = Streams(seed, replication)
         self.horizon_s = scenario.duration
@@ -163,7 +165,9 @@ class World:
             return mean
         return mean * self._query_draws[(db, table)].next()
 
-    def note_emfile(self) -> None:
+    def note_emfile(self, backoff_s: float) -> None:
+        if self.tracer is not None:
+            self.tracer.append((self.env.now, "emfile", None, backoff_s))
         if self.milestones.fd_exhausted_at_s is None:
             self.milestones.fd_exhausted_at_s = self.env.now
 
@@ -406,4 +410,4 @@ class World:
             scenario=self.scenario, seed=self.seed, replication=self.replication,
             route_names=self.route_names, client_names=self.client_names,
             requests=requests, attempts=attempts, levels=levels, milestones=self.milestones,
-            counters=counters, wall_s=wall_s)
+            counters=counters, wall_s=wall_s, trace=self.tracer)
