@@ -10,6 +10,7 @@ backlog (design.md §7); it is restored afterwards.
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
 from sim.outputs import summarize
 from sim.provenance import provenance
@@ -19,11 +20,15 @@ from sim.world import World
 
 
 def run_scenario(scenario: Scenario, seed: int | None = None, replication: int = 0,
-                 trace: bool = False) -> RunResult:
-    """Run ``scenario`` once. ``trace=True`` keeps an event log in ``result.trace``
-    (tuples of instant, event kind, connection id, detail): for small runs and tests."""
+                 trace: bool = False, progress: Callable[[float], None] | None = None) -> RunResult:
+    """Run ``scenario`` once.
+
+    ``trace=True`` keeps an event log in ``result.trace`` (tuples of instant, event kind,
+    connection id, detail): for small runs and tests. ``progress`` is called with the
+    simulated fraction done (0..1), at most every 1% of the run.
+    """
     run_seed = scenario.seed if seed is None else int(seed)
-    world = World(scenario, run_seed, replication, trace=trace)
+    world = World(scenario, run_seed, replication, trace=trace, progress=progress)
     thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import time
 from array import array
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import simpy
@@ -99,7 +99,8 @@ class Service:
 
 
 class World:
-    def __init__(self, scenario: Scenario, seed: int, replication: int = 0, trace: bool = False) -> None:
+    def __init__(self, scenario: Scenario, seed: int, replication: int = 0, trace: bool = False,
+                 progress: Callable[[float], None] | None = None) -> None:
         if len(scenario.services) != 1:
             raise ValueError(f"services: this version simulates exactly one service, the scenario has {len(scenario.services)}")
         if scenario.edges:
@@ -153,6 +154,8 @@ class World:
         self._wall_started = 0.0
         self._limits = scenario.limits
         self._events_at_last_sample = 0
+        self._progress = progress
+        self._progress_reported = 0.0
 
     # ---------------------------------------------------------------- helpers
     def next_conn_id(self) -> int:
@@ -327,6 +330,9 @@ class World:
             levels["client_connections"].append(self.client_conns)
             levels["client_inflight"].append(len(self.inflight))
             self._check_guards()
+            if self._progress is not None and now - self._progress_reported >= 0.01 * self.horizon_s:
+                self._progress_reported = now
+                self._progress(now / self.horizon_s)
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)

@@ -1,0 +1,196 @@
+"""The `stormsim` command line: run a scenario, compare scenarios, list the shipped ones.
+
+    stormsim run SCENARIO [--seed N] [--set path=value ...] [--variant NAME] [--out DIR] [--json]
+    stormsim compare [SCENARIO ...] [--default] [--seed N] [--jobs N] [--out DIR] [--json]
+    stormsim scenarios
+
+Bad input (an unknown key, a negative timeout, ``5 parsecs``, a missing file)
+prints one line naming the field and the value and exits with status 2,
+without a traceback and without touching files already written. Output files
+are written atomically at the end of a run, so an interrupted run loses only
+itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Sequence
+
+from experiments.catalog import DEFAULT_SCENARIO, SEED_VARIANTS, resolve_scenario, shipped_scenarios
+from experiments.console import format_comparison, format_summary
+from sim.engine import run_scenario
+from sim.result import RunResult
+from sim.scenario_loader import ScenarioError, load_scenario
+from sim.schema import Scenario
+from sim.units import parse_duration
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """A problem with what the user gave us: reported in one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stormsim", description="Discrete-event simulator of cascading timeout storms in Go HTTP services.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's `seed`)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a setting, e.g. --set clients.web.transport.client_timeout=3s (repeatable)")
+        p.add_argument("--max-wall-time", default=None, metavar="DURATION",
+                       help="end a run after this much wall-clock time (e.g. 2m); off by default")
+        p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout and nothing else there")
+
+    run = sub.add_parser("run", help="run one scenario and write its report")
+    run.add_argument("scenario", help="a scenario file or the name of a shipped scenario (see `stormsim scenarios`)")
+    run.add_argument("--variant", default=None, help="apply one of the scenario's named variants first")
+    run.add_argument("--out", default=None, help="output folder (default out/<scenario>-seed<N>/)")
+    common(run)
+
+    compare = sub.add_parser("compare", help="run several scenarios on the same seed and compare them")
+    compare.add_argument("scenarios", nargs="*", help="scenario files or shipped names")
+    compare.add_argument("--default", action="store_true",
+                         help=f"compare the S1 seed variants ({', '.join(SEED_VARIANTS)})")
+    compare.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
+    compare.add_argument("--out", default="out", help="output root (default out/): one folder per run plus compare/")
+    common(compare)
+
+    sub.add_parser("scenarios", help="list the shipped scenarios")
+    return parser
+
+
+def _load(argument: str, overrides: Sequence[str], variant: str | None, max_wall_time: str | None) -> Scenario:
+    extra = list(overrides)
+    if max_wall_time is not None:
+        try:
+            parse_duration(max_wall_time)
+        except ValueError as exc:
+            raise BadInput(f"--max-wall-time: {exc}") from None
+        extra.append(f"limits.max_wall_time={max_wall_time}")
+    return load_scenario(resolve_scenario(argument), overrides=extra, variant=variant)
+
+
+def _run_dir(root: Path, scenario: Scenario, seed: int) -> Path:
+    return root / f"{scenario.name}-seed{seed}"
+
+
+def _progress_bar(label: str):
+    if not sys.stderr.isatty():
+        return None
+    started = time.perf_counter()
+
+    def show(fraction: float) -> None:
+        width = 30
+        done = int(fraction * width)
+        elapsed = time.perf_counter() - started
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+        sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (width - done)}] {fraction:4.0%}  eta {eta:4.0f} s ")
+        sys.stderr.flush()
+    return show
+
+
+def _write(result: RunResult, out_dir: Path) -> None:
+    from experiments.run_files import write_run_outputs   # plotly and pandas load only when writing
+    write_run_outputs(result, out_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = _load(args.scenario, args.overrides, args.variant, args.max_wall_time)
+    seed = scenario.seed if args.seed is None else args.seed
+    out_dir = Path(args.out) if args.out else _run_dir(Path("out"), scenario, seed)
+    progress = _progress_bar(scenario.name)
+    result = run_scenario(scenario, seed=seed, progress=progress)
+    if progress is not None:
+        sys.stderr.write("\r" + " " * 70 + "\r")
+    _write(result, out_dir)
+    if args.json:
+        print(json.dumps(result.summary))
+    else:
+        print(format_summary(result, str(out_dir)))
+    return EXIT_OK
+
+
+def _compare_one(path: str, overrides: Sequence[str], max_wall_time: str | None, seed: int | None,
+                 out_root: str) -> RunResult:
+    scenario = _load(path, overrides, None, max_wall_time)
+    run_seed = scenario.seed if seed is None else seed
+    result = run_scenario(scenario, seed=run_seed)
+    _write(result, _run_dir(Path(out_root), scenario, run_seed))
+    return result
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    names = list(args.scenarios)
+    if args.default or not names:
+        names = list(SEED_VARIANTS) + names
+    paths = [str(resolve_scenario(n)) for n in names]
+    for path in paths:   # validate everything before spending time on any run
+        _load(path, args.overrides, None, args.max_wall_time)
+    if args.jobs < 1:
+        raise BadInput(f"--jobs: {args.jobs} is not a number of worker processes (at least 1)")
+    log = sys.stderr
+    log.write(f"running {len(paths)} scenarios on {args.jobs} worker process(es)...\n")
+    started = time.perf_counter()
+    results: dict[str, RunResult] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(_compare_one, p, args.overrides, args.max_wall_time, args.seed, args.out): p
+                   for p in paths}
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            results[futures[future]] = result
+            log.write(f"  [{done}/{len(paths)}] {result.summary['scenario']}: {result.summary['outcome']} "
+                      f"({result.wall_s:.1f} s)\n")
+    ordered = [results[p] for p in paths]
+    from experiments.report import write_comparison_html
+    compare_dir = Path(args.out) / "compare"
+    compare_dir.mkdir(parents=True, exist_ok=True)
+    write_comparison_html([(r.summary["scenario"], r) for r in ordered], compare_dir / "comparison.html")
+    (compare_dir / "comparison.json").write_text(json.dumps([r.summary for r in ordered], indent=2) + "\n")
+    if args.json:
+        print(json.dumps([r.summary for r in ordered]))
+        return EXIT_OK
+    seed_text = "each scenario's own seed" if args.seed is None else f"seed {args.seed}"
+    print(f"\n{len(ordered)} scenarios, {seed_text}, in {time.perf_counter() - started:.1f} s wall\n")
+    print(format_comparison(ordered))
+    print(f"\ncomparison: {compare_dir / 'comparison.html'}")
+    print("reports:    " + "\n            ".join(
+        str(_run_dir(Path(args.out), r.scenario, r.seed) / "report.html") for r in ordered))
+    return EXIT_OK
+
+
+def cmd_scenarios(_args: argparse.Namespace) -> int:
+    for name, path in shipped_scenarios().items():
+        try:
+            description = " ".join(load_scenario(path).description.split())
+        except ScenarioError as exc:
+            description = f"(invalid: {exc})"
+        marker = "*" if name == DEFAULT_SCENARIO else " "
+        print(f"{marker} {name:32s} {description[:100]}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios}
+    try:
+        return handlers[args.command](args)
+    except (ScenarioError, BadInput) as exc:
+        print(f"stormsim: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("stormsim: interrupted; files already written are untouched", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
