@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/stormsim run seed-collapse
+	@echo
 	$(VENV)/bin/stormsim compare --default
 
 test: $(STAMP)

@@ -1,7 +1,8 @@
 """The shipped scenarios and how a command-line argument names a scenario.
 
 A scenario argument is a path to a YAML file or the name of a shipped scenario
-(``seed-collapse`` for ``experiments/scenarios/seed-collapse.yaml``).
+(``seed-collapse`` for ``experiments/scenarios/seed-collapse.yaml``), optionally
+followed by ``@VARIANT`` to pick one of the file's named variants.
 ``SEED_VARIANTS`` is the set ``make run`` compares: the S1 baseline, the
 write-up's fix and the three fixes that really bound the hold.
 """
@@ -26,6 +27,14 @@ SEED_VARIANTS: tuple[str, ...] = (
 
 def shipped_scenarios() -> dict[str, Path]:
     return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.yaml"))}
+
+
+def split_variant(argument: str) -> tuple[str, str | None]:
+    """``slowloris@read-header-timeout`` -> (``slowloris``, ``read-header-timeout``)."""
+    if "@" in argument and not Path(argument).is_file():
+        name, variant = argument.rsplit("@", 1)
+        return name, variant or None
+    return argument, None
 
 
 def resolve_scenario(argument: str) -> Path:

@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
-from experiments.catalog import DEFAULT_SCENARIO, SEED_VARIANTS, resolve_scenario, shipped_scenarios
+from experiments.catalog import DEFAULT_SCENARIO, SEED_VARIANTS, resolve_scenario, shipped_scenarios, split_variant
 from experiments.console import format_comparison, format_summary
 from sim.engine import run_scenario
 from sim.result import RunResult
@@ -65,11 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default="out", help="output root (default out/): one folder per run plus compare/")
     common(compare)
 
-    sub.add_parser("scenarios", help="list the shipped scenarios")
+    sub.add_parser("scenarios", help="list the shipped scenarios and their variants")
     return parser
 
 
 def _load(argument: str, overrides: Sequence[str], variant: str | None, max_wall_time: str | None) -> Scenario:
+    argument, named_variant = split_variant(argument)
+    if named_variant is not None:
+        if variant is not None and variant != named_variant:
+            raise BadInput(f"--variant: {variant!r} conflicts with {named_variant!r} named in the scenario argument")
+        variant = named_variant
     extra = list(overrides)
     if max_wall_time is not None:
         try:
@@ -77,11 +82,19 @@ def _load(argument: str, overrides: Sequence[str], variant: str | None, max_wall
         except ValueError as exc:
             raise BadInput(f"--max-wall-time: {exc}") from None
         extra.append(f"limits.max_wall_time={max_wall_time}")
-    return load_scenario(resolve_scenario(argument), overrides=extra, variant=variant)
+    return _apply_variant_name(load_scenario(resolve_scenario(argument), overrides=extra, variant=variant), variant)
 
 
 def _run_dir(root: Path, scenario: Scenario, seed: int) -> Path:
     return root / f"{scenario.name}-seed{seed}"
+
+
+def _apply_variant_name(scenario: Scenario, variant: str | None) -> Scenario:
+    """Runs of a variant are named after it, so their outputs do not overwrite the base's."""
+    if variant is None:
+        return scenario
+    import dataclasses
+    return dataclasses.replace(scenario, name=f"{scenario.name}@{variant}")
 
 
 def _progress_bar(label: str):
@@ -133,7 +146,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     names = list(args.scenarios)
     if args.default or not names:
         names = list(SEED_VARIANTS) + names
-    paths = [str(resolve_scenario(n)) for n in names]
+    paths = []
+    for n in names:
+        base, variant = split_variant(n)
+        paths.append(str(resolve_scenario(base)) + (f"@{variant}" if variant else ""))
     for path in paths:   # validate everything before spending time on any run
         _load(path, args.overrides, None, args.max_wall_time)
     if args.jobs < 1:
@@ -171,11 +187,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_scenarios(_args: argparse.Namespace) -> int:
     for name, path in shipped_scenarios().items():
         try:
-            description = " ".join(load_scenario(path).description.split())
+            scenario = load_scenario(path)
+            description = " ".join(scenario.description.split())
+            variants = list(scenario.variants)
         except ScenarioError as exc:
-            description = f"(invalid: {exc})"
+            description, variants = f"(invalid: {exc})", []
         marker = "*" if name == DEFAULT_SCENARIO else " "
         print(f"{marker} {name:32s} {description[:100]}")
+        for variant in variants:
+            print(f"    {name}@{variant}")
     return EXIT_OK
 
 
