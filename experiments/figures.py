@@ -140,7 +140,8 @@ def milestone_marks(result: RunResult) -> list[MilestoneMark]:
     add("fd_exhausted", "fd exhausted", summary_or_milestone(result, "fd_exhausted_at_s"))
     kills = list(m.kills)
     oom_at = summary_or_milestone(result, "oom_killed_at_s")
-    if oom_at is not None and not any(abs(k - oom_at) < 1e-9 for k in kills):
+    # the summary rounds instants to 1 us: match kills within that
+    if oom_at is not None and not any(abs(k - oom_at) < 1e-6 for k in kills):
         kills.insert(0, oom_at)
     for i, at_s in enumerate(sorted(kills)):
         add("oom_kill", "OOM kill" if len(kills) == 1 else f"OOM kill {i + 1}", at_s)
