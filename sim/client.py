@@ -42,6 +42,7 @@ SYN_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)   # cumulative, tcp_s
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 RETRY_TRANSPARENTLY = object()
+DEFAULT_MAX_IDLE_CONNS_PER_HOST = 2     # http.DefaultMaxIdleConnsPerHost, used when the field is 0
 
 
 class Request:
@@ -63,7 +64,7 @@ class Attempt:
     """One try on the wire."""
 
     __slots__ = ("request", "client", "number", "route", "start_at", "event", "error", "status", "conn",
-                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting")
+                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
         self.request = request
@@ -81,6 +82,7 @@ class Attempt:
         self.new_conn = False
         self.finished = False
         self.waiting = False
+        self.ended_at = 0.0
 
 
 class Dial:
@@ -115,7 +117,8 @@ class ClientInstance:
         self.dial_timeout_s = t.dial_timeout
         self.tls_timeout_s = t.tls.handshake_timeout
         self.max_conns = t.max_conns_per_host
-        self.max_idle = min(t.max_idle_conns_per_host, t.max_idle_conns) if t.max_idle_conns else t.max_idle_conns_per_host
+        self.max_idle_per_host = t.max_idle_conns_per_host or DEFAULT_MAX_IDLE_CONNS_PER_HOST
+        self.max_idle_total = t.max_idle_conns
         self.idle_conn_timeout_s = t.idle_conn_timeout
         self.keep_alive = not t.disable_keep_alives
         self.retry = RetryPolicy(config.retry)
@@ -181,6 +184,7 @@ class ClientInstance:
 
     def _finish_attempt(self, att: Attempt) -> None:
         att.finished = True
+        att.ended_at = self.env.now
         if att.timer is not None:
             att.timer.cancel()
             att.timer = None
@@ -249,11 +253,13 @@ class ClientInstance:
             return
         if self._give(conn):
             return
-        if len(self.idle) >= self.max_idle:
+        if len(self.idle) >= self.max_idle_per_host:
             self._close(conn, notify_server=True)      # errTooManyIdleHost
             return
         conn.in_pool = True
         self.idle.append(conn)
+        if self.max_idle_total and len(self.idle) > self.max_idle_total:
+            self._close(self.idle[0], notify_server=True)   # MaxIdleConns: the oldest idle goes
         if self.idle_conn_timeout_s > 0:
             conn.idle_timer = self.timers.start(self.idle_conn_timeout_s, self._on_idle_conn_timeout, conn)
 
@@ -429,14 +435,12 @@ class ClientInstance:
             att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "request_sent", conn.id, att.request.id))
-        ev = self.env.timeout(conn.link.one_way(), att)
+        ev = self.env.timeout(conn.link.one_way(), (conn, att))
         ev.callbacks.append(self._on_request_reaches_server)
 
     def _on_request_reaches_server(self, event: simpy.Event) -> None:
-        att: Attempt = event.value
-        conn = att.conn
-        if att.finished or conn is None:
-            return
+        # bytes on the wire arrive even if the client has given up meanwhile (they precede its FIN)
+        conn, att = event.value
         conn.server.on_request(conn, att)
 
     def deliver_response(self, conn: Conn, att: Attempt, status: int, delay_s: float, closing: bool) -> None:

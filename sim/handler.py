@@ -66,6 +66,8 @@ class Exchange:
         self.body_deadline_at = float("inf")
         if attempt is not None:
             attempt.exchange = self
+            if attempt.finished:            # the caller gave up while the request was on its way
+                self.caller_gone_at = attempt.ended_at
 
     def cancel(self, reason: str) -> None:
         """The request context is cancelled (client gone, TimeoutHandler, read error)."""
@@ -111,6 +113,11 @@ def handle(ex: Exchange):
         yield env.timeout(ex.body_ready_at - env.now)
         if not server.alive:
             return
+        if not service.route_body_unread[ex.route]:
+            ex.background_reader = True       # the body hit EOF: Go starts the background read
+            server.add_goroutines(1)
+            if ex.conn.peer_gone:
+                ex.cancel("client_gone")
     if plan is None:  # a path no route serves
         server.end_handler(ex, STATUS_NOT_FOUND)
         return

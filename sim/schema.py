@@ -151,8 +151,8 @@ class TransportConfig:
     client_timeout: Duration = setting(0.0, "http.Client Timeout: one deadline over dial, TLS, waiting, headers and body, per attempt; 0 = none (http.DefaultClient).", ge=0)
     response_header_timeout: Duration = setting(0.0, "Transport ResponseHeaderTimeout, from the request being written; 0 = none.", ge=0)
     max_conns_per_host: int = setting(0, "Transport MaxConnsPerHost: 0 = no limit; requests beyond it wait FIFO with no timer of their own.", ge=0)
-    max_idle_conns_per_host: int = setting(2, "Transport MaxIdleConnsPerHost (default 2): connections beyond it are closed when they become idle.", ge=0)
-    max_idle_conns: int = setting(100, "Transport MaxIdleConns over all hosts; 0 = no limit.", ge=0)
+    max_idle_conns_per_host: int = setting(2, "Transport MaxIdleConnsPerHost: a connection becoming idle beyond it is closed; 0 = Go's DefaultMaxIdleConnsPerHost, 2 (disable pooling with disable_keep_alives).", ge=0)
+    max_idle_conns: int = setting(100, "Transport MaxIdleConns over all hosts: beyond it the oldest idle connection is closed; 0 = no limit.", ge=0)
     idle_conn_timeout: Duration = setting(90.0, "Transport IdleConnTimeout (DefaultTransport: 90s); 0 = none.", ge=0)
     disable_keep_alives: bool = setting(False, "Transport DisableKeepAlives: a new connection per request.")
 

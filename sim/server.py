@@ -131,13 +131,15 @@ class ServerProcess:
         if memory_b > w.peak_memory_b:
             w.peak_memory_b = memory_b
         if self.mem_limit and memory_b >= self.mem_limit and not self._oom_pending and self.alive:
+            # SIGKILL: nothing more happens in this process from this instant; the cleanup
+            # (resetting every socket) runs as the next event at the same instant
             self._oom_pending = True
+            self.alive = False
             ev = self.env.timeout(0)
             ev.callbacks.append(self._on_oom)
 
     def _on_oom(self, _event: Any) -> None:
-        if self.alive:
-            self.service.kill(self, reason="oom")
+        self.service.kill(self, reason="oom")
 
     def _take_fd(self) -> bool:
         if self.fds >= self.fd_limit:
@@ -307,8 +309,9 @@ class ServerProcess:
         self.inflight += 1
         self.inflight_by_route[route] += 1
         self.add_memory(self.per_request_b)
-        # the background reader starts at once when the body is read (or absent)
-        ex.background_reader = not self.service.route_body_unread[route]
+        # the background reader starts once the body is read: at once without a body (or with
+        # one sent whole), later for a dribbled body (sim.handler), never for an unread one
+        ex.background_reader = not self.service.route_body_unread[route] and ex.body_ready_at <= now
         goroutines = 1 if ex.background_reader else 0
         if self.timeout_handler_s > 0:
             goroutines += 1
@@ -366,6 +369,8 @@ class ServerProcess:
         now = self.env.now
         if conn.slow is not None:
             self.world.slow_clients.on_response(self, conn, status)
+            if ex.close_after:
+                self.close(conn, notify=False, reason="close_after_response")
             return
         if conn.peer_gone:
             self.close(conn, notify=False, reason="write_to_gone_client")

@@ -1,0 +1,339 @@
+"""Engine benchmark: what one stormsim run costs, end to end (design.md §6).
+
+A script, not a test: timings never belong in the test suite. It runs three cases,
+each ``--repeats`` times in this one process, and prints medians with their spread:
+
+(a) ``benchmarks/steady-keepalive.yaml``: a healthy service at 2,000 rps for 60 s,
+    no faults, keep-alive connections reused. Logical requests per wall-second and
+    engine events per logical request.
+(b) ``experiments/scenarios/seed-collapse.yaml``: the S1 storm. Same figures.
+(c) M/M/c with c = 8, rho = 0.9 and a per-request client timeout of 10 x the mean
+    service time, ~200,000 customers, once through stormsim and once through an
+    idiomatic SimPy model (``simpy.Resource``, a process per customer, each wait as
+    ``req | env.timeout(T)``), interleaved in the same process. The ratio
+    stormsim / idiomatic wall time is taken per repeat and its median reported.
+
+Every figure is whole-run wall time (``time.perf_counter`` around
+``run_scenario``: building the world, the event loop, the records and the summary;
+for SimPy: building the model and ``env.run()``), never a piece of the loop. On a
+shared machine identical runs differ by 20-40%: only ratios measured in one
+process are comparable across machines. Results go to ``out/bench/bench.json``.
+
+    .venv/bin/python benchmarks/bench_engine.py [--repeats N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import simpy
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # runnable from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from sim.engine import run_scenario  # noqa: E402
+from sim.scenario_loader import load_scenario, scenario_from_dict  # noqa: E402
+from sim.schema import Scenario  # noqa: E402
+
+STEADY = ROOT / "benchmarks" / "steady-keepalive.yaml"
+COLLAPSE = ROOT / "experiments" / "scenarios" / "seed-collapse.yaml"
+OUT = ROOT / "out" / "bench" / "bench.json"
+
+TARGET_REQUESTS_PER_WALL_S = 10_000.0   # (a): logical requests per wall-second
+TARGET_MMC_RATIO = 1.0                  # (c): stormsim no slower than idiomatic SimPy
+
+MMC_CORES = 8
+MMC_RHO = 0.9
+MMC_MEAN_SERVICE_S = 0.010
+MMC_TIMEOUT_FACTOR = 10.0               # T = 10 x the mean service time
+
+
+# ------------------------------------------------------------------ models
+
+
+def mmc_scenario(customers: int, c: int = MMC_CORES, rho: float = MMC_RHO,
+                 mean_s: float = MMC_MEAN_SERVICE_S, timeout_s: float | None = None) -> Scenario:
+    """M/M/c in stormsim: one service with c cores (FCFS), one exponential CPU step,
+    Poisson arrivals, no network time, connections always reused, a client timeout."""
+    lam = rho * c / mean_s
+    transport: dict[str, Any] = {"rtt": "0s", "max_idle_conns_per_host": 100_000, "max_idle_conns": 100_000}
+    if timeout_s:
+        transport["client_timeout"] = f"{timeout_s!r}s"
+    return scenario_from_dict({
+        "name": f"bench-mm{c}",
+        "duration": f"{customers / lam!r}s",
+        "services": {"s": {"cpu": {"cores": c},
+                           "routes": {"r": {"steps": [{"cpu": f"{mean_s!r}s", "distribution": "exponential"}]}}}},
+        "clients": {"c": {"target": "s", "instances": 1, "load": {"rate_per_s": lam}, "transport": transport}},
+    }, source="bench_engine.mmc_scenario")
+
+
+def idiomatic_mmc(customers: int, seed: int, c: int = MMC_CORES, rho: float = MMC_RHO,
+                  mean_s: float = MMC_MEAN_SERVICE_S, timeout_s: float = 0.1) -> dict[str, float]:
+    """The same M/M/c written as one would in plain SimPy: a Resource, a process per
+    customer, each wait as ``req | env.timeout(T)`` (reneging at T), numpy draws."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(mean_s / (rho * c), customers).tolist()
+    services = rng.exponential(mean_s, customers).tolist()
+    env = simpy.Environment()
+    servers = simpy.Resource(env, capacity=c)
+    sojourns: list[float] = []
+    reneged = 0
+
+    def customer(service_s: float):
+        nonlocal reneged
+        arrived_at = env.now
+        with servers.request() as req:
+            got = yield req | env.timeout(timeout_s)
+            if req not in got:
+                reneged += 1
+                return
+            yield env.timeout(service_s)
+        sojourns.append(env.now - arrived_at)
+
+    def source():
+        for gap, service_s in zip(gaps, services):
+            yield env.timeout(gap)
+            env.process(customer(service_s))
+
+    env.process(source())
+    env.run()
+    wall_s = time.perf_counter() - t0
+    return {"wall_s": wall_s, "customers": float(customers), "events": float(next(env._eid)),
+            "reneged": float(reneged), "mean_sojourn_ms": 1000.0 * float(np.mean(sojourns))}
+
+
+def stormsim_run(scenario: Scenario, seed: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    result = run_scenario(scenario, seed=seed)
+    wall_s = time.perf_counter() - t0
+    n = len(result.requests["arrival_at"])
+    events = float(result.summary["events"])
+    errors = result.summary["errors"]
+    return {"wall_s": wall_s, "engine_wall_s": float(result.wall_s), "requests": float(n),
+            "events": events, "events_per_request": events / n if n else float("nan"),
+            "requests_per_wall_s": n / wall_s, "outcome": result.summary["outcome"],
+            "success_rate": float(result.summary["success_rate"]),
+            "client_timeouts": float(errors.get("client_timeout", 0))}
+
+
+# -------------------------------------------------------------- statistics
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, extremes and the relative range (max - min) / median."""
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values),
+            "range_pct": 100.0 * (max(values) - min(values)) / med if med else float("nan"),
+            "runs": list(values)}
+
+
+def repeat(label: str, repeats: int, fn: Callable[[int], dict[str, float]]) -> list[dict[str, float]]:
+    runs = []
+    for i in range(repeats):
+        r = fn(i)
+        runs.append(r)
+        print(f"  {label} run {i + 1}/{repeats}: {r['wall_s']:.2f} s", flush=True)
+    return runs
+
+
+def scenario_case(name: str, scenario: Scenario, repeats: int, seed: int) -> dict[str, Any]:
+    print(f"[{name}] {scenario.name}: {scenario.duration:g} s simulated", flush=True)
+    runs = repeat(name, repeats, lambda i: stormsim_run(scenario, seed))
+    return {
+        "scenario": scenario.name,
+        "simulated_s": scenario.duration,
+        "seed": seed,
+        "requests": runs[0]["requests"],
+        "events": runs[0]["events"],
+        "events_per_request": runs[0]["events_per_request"],
+        "outcome": runs[0]["outcome"],
+        "success_rate": runs[0]["success_rate"],
+        "wall_s": spread([r["wall_s"] for r in runs]),
+        "engine_wall_s": spread([r["engine_wall_s"] for r in runs]),
+        "requests_per_wall_s": spread([r["requests_per_wall_s"] for r in runs]),
+    }
+
+
+def mmc_case(customers: int, repeats: int, seed: int) -> dict[str, Any]:
+    timeout_s = MMC_TIMEOUT_FACTOR * MMC_MEAN_SERVICE_S
+    scenario = mmc_scenario(customers, timeout_s=timeout_s)
+    print(f"[c] M/M/{MMC_CORES}, rho {MMC_RHO}, T = {timeout_s:g} s, ~{customers} customers", flush=True)
+    storm: list[dict[str, float]] = []
+    plain: list[dict[str, float]] = []
+    plain_gc: list[dict[str, float]] = []
+    for i in range(repeats):
+        # alternate the order so that neither side always runs on a warmer (or hotter) machine
+        order = ("storm", "plain", "plain_gc") if i % 2 == 0 else ("plain_gc", "plain", "storm")
+        for which in order:
+            if which == "storm":
+                storm.append(stormsim_run(scenario, seed))
+            elif which == "plain":
+                gc.collect()
+                plain.append(idiomatic_mmc(customers, seed, timeout_s=timeout_s))
+            else:
+                # the idiomatic model under the engine's GC settings (sim/engine.py): isolates
+                # what the model costs from what Python's cyclic collector costs
+                gc.collect()
+                thresholds = gc.get_threshold()
+                gc.freeze()
+                gc.set_threshold(100_000, 50, 1000)
+                try:
+                    plain_gc.append(idiomatic_mmc(customers, seed, timeout_s=timeout_s))
+                finally:
+                    gc.set_threshold(*thresholds)
+                    gc.unfreeze()
+        print(f"  c run {i + 1}/{repeats}: stormsim {storm[-1]['wall_s']:.2f} s, "
+              f"idiomatic {plain[-1]['wall_s']:.2f} s, idiomatic+gc-tuned {plain_gc[-1]['wall_s']:.2f} s",
+              flush=True)
+    ratios = [s["wall_s"] / p["wall_s"] for s, p in zip(storm, plain)]
+    ratios_gc = [s["wall_s"] / p["wall_s"] for s, p in zip(storm, plain_gc)]
+    return {
+        "cores": MMC_CORES, "rho": MMC_RHO, "mean_service_s": MMC_MEAN_SERVICE_S, "timeout_s": timeout_s,
+        "customers": customers, "seed": seed,
+        "stormsim": {
+            "requests": storm[0]["requests"], "events": storm[0]["events"],
+            "events_per_request": storm[0]["events_per_request"],
+            "client_timeouts": storm[0]["client_timeouts"],
+            "wall_s": spread([r["wall_s"] for r in storm]),
+            "customers_per_wall_s": spread([r["requests_per_wall_s"] for r in storm]),
+        },
+        "idiomatic_simpy": {
+            "customers": plain[0]["customers"], "events": plain[0]["events"],
+            "events_per_customer": plain[0]["events"] / plain[0]["customers"],
+            "reneged": plain[0]["reneged"], "mean_sojourn_ms": plain[0]["mean_sojourn_ms"],
+            "wall_s": spread([r["wall_s"] for r in plain]),
+            "customers_per_wall_s": spread([r["customers"] / r["wall_s"] for r in plain]),
+        },
+        "idiomatic_simpy_gc_tuned": {
+            "wall_s": spread([r["wall_s"] for r in plain_gc]),
+            "customers_per_wall_s": spread([r["customers"] / r["wall_s"] for r in plain_gc]),
+        },
+        "ratio_stormsim_over_idiomatic": spread(ratios),
+        "ratio_stormsim_over_idiomatic_gc_tuned": spread(ratios_gc),
+    }
+
+
+# -------------------------------------------------------------------- main
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {"nproc": os.cpu_count(), "cpu_model": cpu or platform.processor(),
+            "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "simpy": simpy.__version__ if hasattr(simpy, "__version__") else "",
+            "numpy": np.__version__, "platform": platform.platform(), "loadavg_at_start": list(load)}
+
+
+def fmt(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
+    return (f"{s['median']:,.{digits}f}{unit} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}, "
+            f"range {s['range_pct']:.0f}%]")
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    a, b, c = results["steady"], results["collapse"], results["mmc"]
+    rows = [
+        ("case", "logical req / wall-s (median [min-max])", "events / req", "wall s (median)"),
+        (f"(a) {a['scenario']}", fmt(a["requests_per_wall_s"]), f"{a['events_per_request']:.1f}",
+         f"{a['wall_s']['median']:.2f}"),
+        (f"(b) {b['scenario']}", fmt(b["requests_per_wall_s"]), f"{b['events_per_request']:.1f}",
+         f"{b['wall_s']['median']:.2f}"),
+        (f"(c) M/M/{c['cores']} stormsim", fmt(c["stormsim"]["customers_per_wall_s"]),
+         f"{c['stormsim']['events_per_request']:.1f}", f"{c['stormsim']['wall_s']['median']:.2f}"),
+        (f"(c) M/M/{c['cores']} idiomatic SimPy", fmt(c["idiomatic_simpy"]["customers_per_wall_s"]),
+         f"{c['idiomatic_simpy']['events_per_customer']:.1f}", f"{c['idiomatic_simpy']['wall_s']['median']:.2f}"),
+        (f"(c) M/M/{c['cores']} idiomatic, GC tuned", fmt(c["idiomatic_simpy_gc_tuned"]["customers_per_wall_s"]),
+         f"{c['idiomatic_simpy']['events_per_customer']:.1f}",
+         f"{c['idiomatic_simpy_gc_tuned']['wall_s']['median']:.2f}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    ratio = c["ratio_stormsim_over_idiomatic"]
+    ratio_gc = c["ratio_stormsim_over_idiomatic_gc_tuned"]
+    lines.append("")
+    lines.append(f"(c) wall-time ratio stormsim / idiomatic SimPy (per repeat, same process): {fmt(ratio, 2)}")
+    lines.append(f"(c) ... / idiomatic SimPy with the engine's GC settings:                 {fmt(ratio_gc, 2)}")
+    lines.append("")
+    for verdict in results["targets"].values():
+        lines.append(f"{verdict['verdict']}  {verdict['target']}: measured {verdict['measured']:,.2f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of each case (median reported; default 5, 3 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 3 repeats unless --repeats is given, (a) 15 s instead of 60 s, "
+                             "(c) 50,000 customers; its figures are not the reference ones")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+    customers = 50_000 if args.quick else 200_000
+    steady = load_scenario(STEADY, overrides=["duration=15s"] if args.quick else ())
+    collapse = load_scenario(COLLAPSE)
+
+    info = machine()
+    print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['implementation']} {info['python']}, "
+          f"load average {info['loadavg_at_start'][0]:.2f}", flush=True)
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": info, "repeats": repeats, "quick": args.quick,
+        "steady": scenario_case("a", steady, repeats, args.seed),
+        "collapse": scenario_case("b", collapse, repeats, args.seed),
+        "mmc": mmc_case(customers, repeats, args.seed),
+    }
+    a_rate = results["steady"]["requests_per_wall_s"]["median"]
+    ratio = results["mmc"]["ratio_stormsim_over_idiomatic"]["median"]
+    results["targets"] = {
+        "steady_requests_per_wall_s": {
+            "target": f"(a) >= {TARGET_REQUESTS_PER_WALL_S:,.0f} logical requests per wall-second",
+            "measured": a_rate, "verdict": "PASS" if a_rate >= TARGET_REQUESTS_PER_WALL_S else "MISS"},
+        "mmc_ratio": {
+            "target": f"(c) stormsim / idiomatic SimPy wall time <= {TARGET_MMC_RATIO:g}",
+            "measured": ratio, "verdict": "PASS" if ratio <= TARGET_MMC_RATIO else "MISS"},
+    }
+    results["total_wall_s"] = time.perf_counter() - started
+    results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print()
+    for line in report(results):
+        print(line)
+    print(f"\ntotal {results['total_wall_s']:.0f} s, peak RSS of this process {results['max_rss_mib']:.0f} MiB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
