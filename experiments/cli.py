@@ -24,11 +24,13 @@ from typing import Sequence
 
 from experiments.catalog import DEFAULT_SCENARIO, SEED_VARIANTS, resolve_scenario, shipped_scenarios, split_variant
 from experiments.console import format_comparison, format_summary
+from experiments.revision import attach_git_revision
 from sim.engine import run_scenario
 from sim.result import RunResult
 from sim.scenario_loader import ScenarioError, load_scenario
 from sim.schema import Scenario
 from sim.units import parse_duration
+from sim.world import check_supported
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -38,10 +40,36 @@ class BadInput(Exception):
     """A problem with what the user gave us: reported in one line, exit status 2."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (naming the option and value) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise BadInput(message)
+
+
+VALUE_OPTIONS = ("--seed", "--set", "--max-wall-time", "--variant", "--out", "--jobs")
+
+
+def _attach_option_values(argv: Sequence[str]) -> list[str]:
+    """``--max-wall-time -1s`` -> ``--max-wall-time=-1s``: a value that starts with '-' stays a value."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item in VALUE_OPTIONS and i + 1 < len(items):
+            out.append(f"{item}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(item)
+        i += 1
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="stormsim", description="Discrete-event simulator of cascading timeout storms in Go HTTP services.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_OneLineParser)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=None, help="random seed (default: the scenario's `seed`)")
@@ -69,6 +97,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and seed < 0:
+        raise BadInput(f"--seed: {seed} is not a seed (a whole number >= 0)")
+
+
+def _prepare_out_dir(path: Path) -> Path:
+    """Create the output folder before the run, so a bad --out fails fast and costs nothing."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out: {str(path)!r} cannot be a folder ({exc.strerror or exc})") from None
+    return path
+
+
 def _load(argument: str, overrides: Sequence[str], variant: str | None, max_wall_time: str | None) -> Scenario:
     argument, named_variant = split_variant(argument)
     if named_variant is not None:
@@ -82,7 +124,9 @@ def _load(argument: str, overrides: Sequence[str], variant: str | None, max_wall
         except ValueError as exc:
             raise BadInput(f"--max-wall-time: {exc}") from None
         extra.append(f"limits.max_wall_time={max_wall_time}")
-    return _apply_variant_name(load_scenario(resolve_scenario(argument), overrides=extra, variant=variant), variant)
+    scenario = load_scenario(resolve_scenario(argument), overrides=extra, variant=variant)
+    check_supported(scenario)
+    return _apply_variant_name(scenario, variant)
 
 
 def _run_dir(root: Path, scenario: Scenario, seed: int) -> Path:
@@ -114,13 +158,15 @@ def _progress_bar(label: str):
 
 def _write(result: RunResult, out_dir: Path) -> None:
     from experiments.run_files import write_run_outputs   # plotly and pandas load only when writing
+    attach_git_revision(result)
     write_run_outputs(result, out_dir)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
     scenario = _load(args.scenario, args.overrides, args.variant, args.max_wall_time)
     seed = scenario.seed if args.seed is None else args.seed
-    out_dir = Path(args.out) if args.out else _run_dir(Path("out"), scenario, seed)
+    out_dir = _prepare_out_dir(Path(args.out) if args.out else _run_dir(Path("out"), scenario, seed))
     progress = _progress_bar(scenario.name)
     result = run_scenario(scenario, seed=seed, progress=progress)
     if progress is not None:
@@ -143,6 +189,7 @@ def _compare_one(path: str, overrides: Sequence[str], max_wall_time: str | None,
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    _check_seed(args.seed)
     names = list(args.scenarios)
     if args.default or not names:
         names = list(SEED_VARIANTS) + names
@@ -154,6 +201,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _load(path, args.overrides, None, args.max_wall_time)
     if args.jobs < 1:
         raise BadInput(f"--jobs: {args.jobs} is not a number of worker processes (at least 1)")
+    _prepare_out_dir(Path(args.out) / "compare")
     log = sys.stderr
     log.write(f"running {len(paths)} scenarios on {args.jobs} worker process(es)...\n")
     started = time.perf_counter()
@@ -200,9 +248,9 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios}
     try:
+        args = _parser().parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
         return handlers[args.command](args)
     except (ScenarioError, BadInput) as exc:
         print(f"stormsim: error: {exc}", file=sys.stderr)

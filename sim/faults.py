@@ -29,6 +29,8 @@ class Faults:
         self._uniform = error_uniform
         self._route_names: dict[str, list[str]] = {name: list(s.routes) for name, s in scenario.services.items()}
         for fault in scenario.faults:
+            if fault.at >= end_at:
+                continue            # scheduled after the end of this run: it never happens
             start = fault.at
             end = min(fault.at + fault.duration, end_at) if fault.duration > 0 else end_at
             touched = self._touched_routes(scenario, fault)

@@ -1,12 +1,14 @@
-"""Provenance of a run: stormsim version, git revision (if any) and scenario hash."""
+"""Provenance of a run: stormsim version, scenario hash, seed and replication.
+
+The git revision of the checkout is added by the layer that writes files
+(``experiments.revision``), since reading the repository is I/O the model does not do.
+"""
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import subprocess
 from importlib import metadata
-from pathlib import Path
 
 from sim.scenario_loader import dump_scenario_yaml
 from sim.schema import Scenario
@@ -20,21 +22,6 @@ def stormsim_version() -> str:
         return "0+unknown"
 
 
-@functools.lru_cache(maxsize=1)
-def git_revision() -> str | None:
-    """The checkout's HEAD (with '+dirty' when it has changes), or None outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def scenario_hash(scenario: Scenario) -> str:
     return hashlib.sha256(dump_scenario_yaml(scenario).encode("utf-8")).hexdigest()[:16]
 
@@ -42,7 +29,7 @@ def scenario_hash(scenario: Scenario) -> str:
 def provenance(scenario: Scenario, seed: int, replication: int) -> dict:
     return {
         "stormsim_version": stormsim_version(),
-        "git_revision": git_revision(),
+        "git_revision": None,
         "scenario_hash": scenario_hash(scenario),
         "seed": seed,
         "replication": replication,

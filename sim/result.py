@@ -49,7 +49,7 @@ class FaultWindow:
     start_at: float
     end_at: float            # the run's end if the fault lasts to the end
     target: str
-    touched_routes: tuple[str, ...]   # route names (RunResult.route_names) it touches directly
+    touched_routes: tuple[str, ...]   # "service/route" names of the routes it touches directly
 
 
 @dataclass

@@ -72,11 +72,11 @@ def setting(default: Any, doc: str, *, ge: float | None = None, gt: float | None
 class LimitsConfig:
     """Guards that end a runaway run deterministically (truncated, never an OOM of ours)."""
 
-    max_events: int = setting(30_000_000, "End the run after this many simulation events.", gt=0)
+    max_events: int = setting(30_000_000, "End the run after this many simulation events (checked at every sample, so a run may pass it by one sample interval's events).", gt=0)
     max_entities: int = setting(
         250_000,
-        "End the run when in-flight logical requests plus open connections (client and "
-        "server side) exceed this number.", gt=0)
+        "End the run when in-flight logical requests plus open connections (client side, and "
+        "server side with the accept queue) exceed this number; checked at every arrival and sample.", gt=0)
     max_wall_time: Duration = setting(
         0.0, "End the run after this much wall-clock time; 0 = off. When it fires, same-seed "
         "identity is not promised for that run.", ge=0)

@@ -25,6 +25,7 @@ from sim.faults import Faults
 from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
+from sim.scenario_loader import ScenarioError
 from sim.schema import RouteConfig, Scenario, ServiceConfig
 from sim.server import ServerProcess
 from sim.slow_clients import SlowClients
@@ -98,13 +99,23 @@ class Service:
             self.world.milestones.restarts.append(self.world.env.now)
 
 
+def check_supported(scenario: Scenario) -> None:
+    """Reject valid scenarios that this version of the model cannot simulate (ScenarioError)."""
+    if len(scenario.services) != 1:
+        raise ScenarioError("services", ", ".join(scenario.services),
+                            f"this version simulates exactly one service; the scenario has "
+                            f"{len(scenario.services)} ({', '.join(scenario.services)})")
+    if scenario.edges:
+        raise ScenarioError("edges", len(scenario.edges),
+                            "service-to-service edges are not simulated yet (they arrive with service graphs)")
+
+
 class World:
     def __init__(self, scenario: Scenario, seed: int, replication: int = 0, trace: bool = False,
                  progress: Callable[[float], None] | None = None) -> None:
-        if len(scenario.services) != 1:
-            raise ValueError(f"services: this version simulates exactly one service, the scenario has {len(scenario.services)}")
-        if scenario.edges:
-            raise ValueError("edges: service-to-service edges are not simulated yet (service graphs issue)")
+        check_supported(scenario)
+        if seed < 0:
+            raise ValueError(f"seed: {seed} is not a seed (a whole number >= 0)")
         self.scenario = scenario
         self.seed = seed
         self.replication = replication
@@ -148,7 +159,6 @@ class World:
         self._att_cols = {k: array(ARRAY_TYPECODE[v]) for k, v in ATTEMPT_COLUMNS.items()}
         self.n_requests_done = 0
         self.n_attempts_done = 0
-        self._levels: dict[str, list[float]] = {}
         self._cpu_last: dict[int, float] = {}
         self._stop_event = self.env.event()
         self._wall_started = 0.0
@@ -156,6 +166,9 @@ class World:
         self._events_at_last_sample = 0
         self._progress = progress
         self._progress_reported = 0.0
+        names = self._level_names()
+        self._levels = {name: [] for name in names}
+        self._zero_when_dead = names[1:-2]      # the process's levels; the clients' go on
 
     # ---------------------------------------------------------------- helpers
     def next_conn_id(self) -> int:
@@ -185,9 +198,15 @@ class World:
         if self.faults.touched_at_arrival(instance.service.name, route, now):
             req.touched = True
         self.inflight[req.id] = req
-        if len(self.inflight) + self.client_conns > self._limits.max_entities:
+        if self.entities() > self._limits.max_entities:
             self.stop("entities")
         return req
+
+    def entities(self) -> int:
+        """In-flight logical requests plus open connections, client and server side."""
+        server = self.service.current
+        server_side = server.conns + len(server.accept_queue) if server is not None else 0
+        return len(self.inflight) + self.client_conns + server_side
 
     def _route_picker(self, name: str):
         """A function drawing route indexes with the client's route-mix weights."""
@@ -282,10 +301,7 @@ class World:
         c["attempts"].append(req.attempts)
 
     # --------------------------------------------------------------- sampling
-    def _sample(self):
-        env = self.env
-        step = self.scenario.sample_interval
-        levels = self._levels
+    def _level_names(self) -> list[str]:
         service = self.service
         names = ["time_s", "alive", "server_connections", "accept_queue", "open_fds", "goroutines", "memory_mib",
                  "live_heap_mib", "cpu_utilization", "gc_fraction", "inflight_requests"]
@@ -293,46 +309,54 @@ class World:
         dbs = service.databases_used
         names += [f"db_in_use.{d}" for d in dbs] + [f"db_waiters.{d}" for d in dbs]
         names += ["client_connections", "client_inflight"]
-        for n in names:
-            levels[n] = []
-        n_routes = len(service.route_names)
+        return names
+
+    def _sample(self):
+        """The sampling process: levels every sample_interval, then the guards and progress."""
+        env = self.env
+        step = self.scenario.sample_interval
         while True:
             yield env.timeout(step)
             now = env.now
-            proc = service.current
-            levels["time_s"].append(now)
-            if proc is not None:
-                busy = proc.cores.busy_core_seconds()
-                key = id(proc)
-                last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
-                self._cpu_last[key] = (busy, now)
-                span = now - last_at
-                cpu = (busy - last_busy) / (proc.cores.n_cores * span) if span > 0 else 0.0
-                levels["alive"].append(1.0)
-                levels["server_connections"].append(proc.conns)
-                levels["accept_queue"].append(len(proc.accept_queue))
-                levels["open_fds"].append(proc.fds)
-                levels["goroutines"].append(proc.goroutines)
-                levels["memory_mib"].append(proc.memory_b / 1048576.0)
-                levels["live_heap_mib"].append(proc.live_b / 1048576.0)
-                levels["cpu_utilization"].append(cpu)
-                levels["gc_fraction"].append(proc.gc.cpu_share())
-                levels["inflight_requests"].append(proc.inflight)
-                for i in range(n_routes):
-                    levels[f"inflight.{service.route_names[i]}"].append(proc.inflight_by_route[i])
-                for d in dbs:
-                    pool = proc.pools[d]
-                    levels[f"db_in_use.{d}"].append(pool.n_in_use)
-                    levels[f"db_waiters.{d}"].append(pool.n_waiters)
-            else:
-                for n in names[1:-2]:
-                    levels[n].append(0.0)
-            levels["client_connections"].append(self.client_conns)
-            levels["client_inflight"].append(len(self.inflight))
+            self._take_sample(now)
             self._check_guards()
             if self._progress is not None and now - self._progress_reported >= 0.01 * self.horizon_s:
                 self._progress_reported = now
                 self._progress(now / self.horizon_s)
+
+    def _take_sample(self, now: float) -> None:
+        levels = self._levels
+        service = self.service
+        proc = service.current
+        levels["time_s"].append(now)
+        if proc is not None:
+            busy = proc.cores.busy_core_seconds()
+            key = id(proc)
+            last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
+            self._cpu_last[key] = (busy, now)
+            span = now - last_at
+            cpu = (busy - last_busy) / (proc.cores.n_cores * span) if span > 0 else 0.0
+            levels["alive"].append(1.0)
+            levels["server_connections"].append(proc.conns)
+            levels["accept_queue"].append(len(proc.accept_queue))
+            levels["open_fds"].append(proc.fds)
+            levels["goroutines"].append(proc.goroutines)
+            levels["memory_mib"].append(proc.memory_b / 1048576.0)
+            levels["live_heap_mib"].append(proc.live_b / 1048576.0)
+            levels["cpu_utilization"].append(cpu)
+            levels["gc_fraction"].append(proc.gc.cpu_share())
+            levels["inflight_requests"].append(proc.inflight)
+            for i, route in enumerate(service.route_names):
+                levels[f"inflight.{route}"].append(proc.inflight_by_route[i])
+            for d in service.databases_used:
+                pool = proc.pools[d]
+                levels[f"db_in_use.{d}"].append(pool.n_in_use)
+                levels[f"db_waiters.{d}"].append(pool.n_waiters)
+        else:
+            for name in self._zero_when_dead:
+                levels[name].append(0.0)
+        levels["client_connections"].append(self.client_conns)
+        levels["client_inflight"].append(len(self.inflight))
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)
@@ -340,6 +364,8 @@ class World:
         limits = self._limits
         if events > limits.max_events:
             self.stop("events")
+        elif self.entities() > limits.max_entities:
+            self.stop("entities")
         elif limits.max_wall_time > 0 and time.perf_counter() - self._wall_started > limits.max_wall_time:
             self.stop("wall_time")
 
@@ -373,6 +399,11 @@ class World:
         end_at = env.now
         self.stopped = True
         self.milestones.end_at_s = end_at
+        times = self._levels["time_s"]
+        if not times or times[-1] < end_at - 1e-9:
+            self._take_sample(end_at)     # a run a guard ended early still has its last levels
+        for window in self.milestones.faults:       # a guard may have ended the run early
+            window.end_at = min(window.end_at, end_at)
         self.milestones.alive_at_end = self.service.current is not None
         for req in self.inflight.values():
             if self._record:

@@ -225,5 +225,9 @@ def run_shipped(name: str, variant: str | None = None, seed: int | None = None,
 
 
 def comparable_summary(summary: dict[str, Any]) -> dict[str, Any]:
-    """``summary`` without the keys that may differ between identical runs (``wall_s``)."""
-    return {k: v for k, v in summary.items() if k not in NONDETERMINISTIC_SUMMARY_KEYS}
+    """``summary`` without what may differ between identical runs: ``wall_s``, and the git
+    revision, which only the CLI records (``experiments.revision``)."""
+    out = {k: v for k, v in summary.items() if k not in NONDETERMINISTIC_SUMMARY_KEYS}
+    if isinstance(out.get("provenance"), dict):
+        out["provenance"] = {k: v for k, v in out["provenance"].items() if k != "git_revision"}
+    return out

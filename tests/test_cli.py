@@ -336,13 +336,9 @@ def test_bad_input_exits_2_in_one_line_and_keeps_earlier_files(case, tmp_path, c
         ["out", *(p.name for p in tmp_path.glob("*.yaml"))])      # nothing written beside it either
 
 
-# ------------------------------------------------------------------ known bugs (xfail, strict)
+# ------------------------------------------------------------------ fixed bugs, kept as regression tests
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "experiments/cli.py passes a negative --seed straight to run_scenario; numpy's SeedSequence raises "
-    "ValueError('expected non-negative integer'), which main() does not catch: traceback, exit 1. "
-    "The scenario's own `seed` field is validated (>= 0); --seed is not."))
 @pytest.mark.parametrize("command", ["run", "compare"])
 def test_negative_seed_is_bad_input(command, tmp_path, capsys):
     out, before = _earlier_output(tmp_path, command)
@@ -352,11 +348,6 @@ def test_negative_seed_is_bad_input(command, tmp_path, capsys):
     assert snapshot(out) == before
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "sim.scenario_loader accepts a second service and `edges`, but sim.world.World.__init__ rejects them "
-    "with a plain ValueError, which experiments.cli.main does not catch: traceback, exit 1, after the "
-    "scenario was reported valid. Either the loader should reject them (ScenarioError) or the CLI should "
-    "report the ValueError as bad input."))
 @pytest.mark.parametrize("override, field", [
     ("services.worker={routes: {home: {steps: [{cpu: 1ms}]}}}", "services"),
     ("edges.0={caller: api, callee: api}", "edges"),
@@ -369,9 +360,6 @@ def test_unsupported_topology_is_bad_input(override, field, tmp_path, capsys):
     assert snapshot(out) == before
 
 
-@pytest.mark.xfail(strict=True, raises=(FileExistsError, NotADirectoryError), reason=(
-    "experiments/cli.py runs the whole simulation and only then creates --out; when --out names an "
-    "existing file, Path.mkdir raises FileExistsError/NotADirectoryError, uncaught: traceback, exit 1."))
 @pytest.mark.parametrize("out_name", ["afile", "afile/sub"])
 def test_out_that_is_a_file_is_bad_input(out_name, tmp_path, capsys):
     (tmp_path / "afile").write_text("keep me\n")
@@ -381,10 +369,6 @@ def test_out_that_is_a_file_is_bad_input(out_name, tmp_path, capsys):
     assert (tmp_path / "afile").read_text() == "keep me\n"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "argparse's own errors (a non-integer --seed, an option value that starts with '-') print the "
-    "usage block plus the error: three or more lines on stderr, not the one-line message of the "
-    "CLI's contract; `--max-wall-time -1s` does not even name the value."))
 @pytest.mark.parametrize("args, field, value", [
     (["--seed", "abc"], "--seed", "abc"),
     (["--max-wall-time", "-1s"], "--max-wall-time", "-1s"),
@@ -394,10 +378,6 @@ def test_argparse_errors_are_one_line(args, field, value, capsys):
     assert_rejected(rc, stdout, stderr, field, value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "sim/faults.py clips a fault window's end to the run's end but not its start, so a fault scheduled "
-    "after the end of a shortened run yields FaultWindow(start_at=20, end_at=5) and trigger_at_s=20 in "
-    "a 5 s run; `stormsim run` then prints 'db_lock on main.reports: 20.00 s to 5.00 s'."))
 def test_fault_after_the_end_of_a_short_run_is_not_shown_backwards(tmp_path, capsys):
     rc, stdout, stderr = cli(["run", "seed-collapse", *SHORT, "--out", str(tmp_path / "out")], capsys)
     assert rc == 0, stderr

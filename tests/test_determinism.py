@@ -11,8 +11,8 @@
 - Common random numbers: changing a client timeout does not move arrival times,
   routes or client instances.
 
-Full-length runs: each shipped scenario costs 0.5-3 s, and seed-collapse needs ~40 s of
-simulated time to crash.
+Runs are shortened to 20 s past the trigger (seed-collapse crashes at ~36 s, the lock
+starting at 20 s); the full-length check of every shipped scenario is marked slow.
 """
 
 from __future__ import annotations
@@ -47,24 +47,38 @@ def assert_same_run(a: RunResult, b: RunResult) -> None:
     assert a.counters == b.counters
 
 
+def shortened(name: str, variant: str | None) -> list[str]:
+    """Overrides that end a shipped scenario 20 s after its trigger (or at its own end).
+
+    Enough for the fault to act: the seed-* storms crash at ~36 s (lock at 20 s), the
+    slow clients of slowloris pile up from 10 s.
+    """
+    scenario = load_shipped(name, variant)
+    trigger = min(f.at for f in scenario.faults)
+    return [f"duration={min(scenario.duration, trigger + 20.0)}s"]
+
+
 @pytest.mark.parametrize("name, variant", SHIPPED_CASES, ids=SHIPPED_IDS)
 def test_same_seed_same_run(name, variant):
-    first = run_shipped(name, variant)
-    second = run_scenario(load_shipped(name, variant))
+    overrides = shortened(name, variant)
+    first = run_scenario(load_shipped(name, variant, overrides))
+    second = run_scenario(load_shipped(name, variant, overrides))
     assert first.summary["trigger_at_s"] is not None and first.summary["trigger_at_s"] < first.summary["duration_s"]
     assert len(first.requests["request_id"]) > 1000
+    if name == STORM:     # the check covers the storm itself, not only its quiet start
+        assert first.summary["outcome"] == "crashed" and first.summary["oom_killed_at_s"] is not None
     assert_same_run(first, second)
 
 
-def test_seed_collapse_crashes_in_the_checked_runs():
-    """The determinism check above covers the storm itself, not only its quiet start."""
-    summary = run_shipped(STORM).summary
-    assert summary["outcome"] == "crashed" and summary["oom_killed_at_s"] is not None
+@pytest.mark.slow
+@pytest.mark.parametrize("name, variant", SHIPPED_CASES, ids=SHIPPED_IDS)
+def test_same_seed_same_run_full_length(name, variant):
+    assert_same_run(run_shipped(name, variant), run_scenario(load_shipped(name, variant)))
 
 
 def test_different_seeds_differ():
-    one = run_shipped(STORM, seed=1)
-    two = run_shipped(STORM, seed=2)
+    one = run_scenario(load_shipped(STORM, overrides=["duration=25s"]), seed=1)
+    two = run_scenario(load_shipped(STORM, overrides=["duration=25s"]), seed=2)
     assert comparable_summary(one.summary) != comparable_summary(two.summary)
     n = min(len(one.requests["arrival_at"]), len(two.requests["arrival_at"]))
     assert not np.array_equal(one.requests["arrival_at"][:n], two.requests["arrival_at"][:n])
@@ -82,8 +96,8 @@ def test_replications_differ_but_repeat():
 # ------------------------------------------------------------ worker processes
 
 
-COMPARED = ["seed-collapse", "seed-db-deadline", "slowloris@read-header-timeout"]
-SHORT = ["--set", "duration=25s"]      # the lock starts at 20 s, the slow clients at 10 s
+COMPARED = ["seed-collapse", "slowloris@read-header-timeout"]
+SHORT = ["--set", "duration=24s"]      # the lock starts at 20 s, the slow clients at 10 s
 
 
 def _compare(out: Path, jobs: int, capsys) -> list[dict]:
@@ -107,41 +121,62 @@ def test_compare_jobs_1_and_2_give_identical_runs(tmp_path, capsys):
             pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
         pd.testing.assert_frame_equal(pd.read_csv(a / "timeseries.csv"), pd.read_csv(b / "timeseries.csv"))
     # and the same as a run in this process
-    in_process = run_scenario(load_shipped(STORM, overrides=["duration=25s"]))
+    in_process = run_scenario(load_shipped(STORM, overrides=["duration=24s"]))
     assert comparable_summary(in_process.summary) == comparable_summary(serial[0])
 
 
-def _summary_in_subprocess(hash_seed: str, out: Path) -> dict:
+_RUN_AND_DIGEST = """
+import hashlib, json, sys
+from experiments.catalog import shipped_scenarios
+from sim.engine import run_scenario
+from sim.scenario_loader import load_scenario
+result = run_scenario(load_scenario(shipped_scenarios()[sys.argv[1]], overrides=sys.argv[2:]), seed=4)
+digests = {}
+for what in ("requests", "attempts", "levels", "windows"):
+    h = hashlib.sha256()
+    for column, values in getattr(result, what).items():
+        h.update(column.encode() + values.tobytes())
+    digests[what] = h.hexdigest()
+summary = {k: v for k, v in result.summary.items() if k != "wall_s"}
+print(json.dumps({"summary": summary, "digests": digests}))
+"""
+
+
+def _run_in_subprocess(hash_seed: str) -> dict:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    proc = subprocess.run([sys.executable, "-m", "experiments", "run", STORM, *SHORT, "--seed", "4",
-                           "--out", str(out), "--json"],
+    proc = subprocess.run([sys.executable, "-c", _RUN_AND_DIGEST, STORM, "duration=25s"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
-def test_string_hash_salt_does_not_matter(tmp_path):
-    a = _summary_in_subprocess("1", tmp_path / "a")
-    b = _summary_in_subprocess("2", tmp_path / "b")
-    assert a["trigger_at_s"] == 20.0
-    assert comparable_summary(a) == comparable_summary(b)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "requests.parquet"),
-                                  pd.read_parquet(tmp_path / "b" / "requests.parquet"))
+def test_string_hash_salt_does_not_matter():
+    a = _run_in_subprocess("1")
+    b = _run_in_subprocess("2")
+    assert a["summary"]["trigger_at_s"] == 20.0
+    assert a == b
+    here = run_scenario(load_shipped(STORM, overrides=["duration=25s"]), seed=4)
+    assert comparable_summary(here.summary) == comparable_summary(a["summary"])
 
 
 # ------------------------------------------------------------ common random numbers
 
 
+CRN_RUN = ["duration=30s"]     # 10 s into the storm
+
+
 @pytest.mark.parametrize("client_timeout", ["3s", "500ms"])
 def test_client_timeout_does_not_move_arrivals(client_timeout):
     n = 5000
-    base = run_shipped(STORM)
-    changed = run_scenario(load_shipped(STORM, overrides=[f"clients.web.transport.client_timeout={client_timeout}"]))
+    base = run_shipped(STORM, overrides=CRN_RUN)
+    changed = run_scenario(load_shipped(STORM, overrides=[
+        *CRN_RUN, f"clients.web.transport.client_timeout={client_timeout}"]))
     # the change mattered ...
     assert comparable_summary(changed.summary) != comparable_summary(base.summary)
     assert base.summary["errors"]["client_timeout"] == 0
     assert changed.summary["errors"]["client_timeout"] > 0
     # ... but the offered load is the same draw, request by request
+    assert len(base.requests["arrival_at"]) > n
     for column in ("request_id", "arrival_at", "route", "client", "touched"):
         np.testing.assert_array_equal(changed.requests[column][:n], base.requests[column][:n], err_msg=column)
     # every arrival of the run, not only the first n (open loop: nothing feeds back)
@@ -150,7 +185,7 @@ def test_client_timeout_does_not_move_arrivals(client_timeout):
 
 def test_handler_change_does_not_move_arrivals():
     """A fix on the server side (a DB deadline) leaves the offered load alone too."""
-    base = run_shipped(STORM)
-    fixed = run_shipped("seed-db-deadline")
+    base = run_shipped(STORM, overrides=CRN_RUN)
+    fixed = run_shipped("seed-db-deadline", overrides=CRN_RUN)
     np.testing.assert_array_equal(fixed.requests["arrival_at"], base.requests["arrival_at"])
     np.testing.assert_array_equal(fixed.requests["route"], base.requests["route"])

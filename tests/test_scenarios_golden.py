@@ -55,13 +55,23 @@ def test_golden_figures(name, variant):
     scenario = load_shipped(name, variant)
     assert golden["seed"] == scenario.seed, f"{path.name} was made with seed {golden['seed']}, " \
                                             f"the scenario's default is now {scenario.seed}. " + HOW_TO_REGENERATE
-    actual = regenerate.golden_figures(run_shipped(name, variant).summary)
+    result = run_shipped(name, variant)
+    assert_fault_windows_within_the_run(result)
+    actual = regenerate.golden_figures(result.summary)
     expected = golden["figures"]
     diffs = [f"  {key}: golden {expected.get(key)!r}, now {actual.get(key)!r}"
              for key in sorted(set(expected) | set(actual)) if expected.get(key) != actual.get(key)]
     assert not diffs, (f"{regenerate.case_id(name, variant)} at seed {scenario.seed} no longer matches "
                        f"{path.relative_to(GOLDEN_DIR.parent.parent)}:\n" + "\n".join(diffs) + "\n"
                        + HOW_TO_REGENERATE)
+
+
+def assert_fault_windows_within_the_run(result) -> None:
+    end = result.milestones.end_at_s
+    assert result.milestones.faults
+    for window in result.milestones.faults:
+        assert 0 <= window.start_at <= window.end_at <= end + 1e-9, window
+    assert result.milestones.trigger_at_s == min(w.start_at for w in result.milestones.faults)
 
 
 def test_golden_figures_round_as_documented():
@@ -177,25 +187,11 @@ def test_read_header_timeout_cuts_slowloris_goroutines():
     assert with_timeout["success_rate"] >= 0.999
 
 
-# ------------------------------------------------------------------ milestones of the shipped runs
+# ------------------------------------------------------------------ fault windows
 
 
-@pytest.mark.parametrize("name, variant", SHIPPED_CASES, ids=SHIPPED_IDS)
-def test_fault_windows_lie_within_the_run(name, variant):
-    result = run_shipped(name, variant)
-    end = result.milestones.end_at_s
-    assert result.milestones.faults
-    for window in result.milestones.faults:
-        assert 0 <= window.start_at <= window.end_at <= end + 1e-9, window
-    assert result.milestones.trigger_at_s == min(w.start_at for w in result.milestones.faults)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "sim/result.py documents FaultWindow.touched_routes as 'route names (RunResult.route_names)', but "
-    "sim/faults.py fills it with 'service/route' strings ('api/report'); experiments/report.py prints "
-    "them as they are. Either the comment or the values should change."))
-def test_touched_routes_are_route_names():
+def test_touched_routes_name_service_and_route():
+    """FaultWindow.touched_routes holds "service/route" names (shaped for service graphs)."""
     result = run_shipped(BASELINE)
     window = result.milestones.faults[0]
-    assert window.touched_routes
-    assert set(window.touched_routes) <= set(result.route_names), window.touched_routes
+    assert window.touched_routes == ("api/report",)
