@@ -30,7 +30,7 @@ from sim.result import RunResult
 from sim.scenario_loader import ScenarioError, load_scenario
 from sim.schema import Scenario
 from sim.units import parse_duration
-from sim.world import check_supported
+from sim.scenario_checks import check_supported
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2

@@ -26,12 +26,12 @@ Application retries (``RetryPolicy``) wrap attempts into one logical request.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import simpy
 
 from sim.connection import Conn, Link
-from sim.result import ERROR_CODE, INCOMPLETE, SUCCESS
+from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.schema import ClientConfig
 

@@ -1,9 +1,9 @@
 """Scenario files: YAML to a typed, validated ``Scenario`` and back.
 
-This module owns reading a scenario: YAML syntax, variants, ``--set``
-overrides, the type and bound checks of every setting against the dataclasses of
-``sim.schema``, and the checks across settings (names that must refer to a
-service, route, database or table). Every problem is a ``ScenarioError`` naming
+This module owns reading a scenario: YAML syntax, ``extends``, variants,
+``--set`` overrides, and the type, unit and bound checks of every setting
+against the dataclasses of ``sim.schema``; the checks across settings live in
+``sim.scenario_checks``. Every problem is a ``ScenarioError`` naming
 the dotted path of the setting (``services.api.server.read_timeout``) and the
 bad value. It also writes a scenario back out as complete, explicit data
 (``scenario_to_dict``, ``dump_scenario_yaml``) that loads back to an equal value.
@@ -24,28 +24,14 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from sim.schema import ERROR_KINDS, Duration, Rate, Scenario, Size
+from sim.scenario_checks import STEP_KINDS, check_references  # noqa: F401  (STEP_KINDS re-exported)
+from sim.scenario_error import ScenarioError, show_quoted, show_value
+from sim.schema import Duration, Rate, Scenario, Size
 from sim.units import format_duration, format_size, parse_duration, parse_size
 
-STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc")
-"""The settings of a route step of which exactly one is set."""
 
 _BOUND_CHECKS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
                  ("le", "<=", operator.le), ("lt", "<", operator.lt))
-
-
-class ScenarioError(ValueError):
-    """A scenario problem at ``path`` (dotted, ``""`` for the file as a whole) with ``value``."""
-
-    def __init__(self, path: str, value: Any, reason: str) -> None:
-        self.path = path
-        self.value = value
-        self.reason = reason
-        self.source: str | None = None  # the file or '<dict>', set by scenario_from_dict
-        super().__init__(f"{path}: {reason}" if path else reason)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.path, self.value, self.reason), {"source": self.source})
 
 
 # ------------------------------------------------------------------ public API
@@ -105,12 +91,12 @@ def _read_with_bases(file_path: Path, seen: tuple[Path, ...]) -> dict:
     if base_name is None:
         return data
     if not isinstance(base_name, str) or not base_name:
-        error = ScenarioError("extends", base_name, f"{_show(base_name)} is not a file name")
+        error = ScenarioError("extends", base_name, f"{show_value(base_name)} is not a file name")
         error.source = str(file_path)
         raise error
     base_path = file_path.parent / base_name
     if not base_path.exists():
-        error = ScenarioError("extends", base_name, f"{_show(base_name)}: no such file next to {file_path}")
+        error = ScenarioError("extends", base_name, f"{show_value(base_name)}: no such file next to {file_path}")
         error.source = str(file_path)
         raise error
     return _merged(_read_with_bases(base_path, (*seen, resolved)), data)
@@ -136,7 +122,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
     try:
         _require_top_mapping(data, source)
         scenario = _build(Scenario, data, "")
-        return _check_references(scenario, base_dir)
+        return check_references(scenario, base_dir)
     except ScenarioError as error:
         error.source = source
         raise
@@ -159,18 +145,18 @@ def apply_variant(data: dict, name: str) -> dict:
     variants = data.get("variants", {})
     if not isinstance(variants, dict):
         raise ScenarioError("variants", variants,
-                            f"{_show(variants)} is {_kind(variants)}, expected a mapping of variant names")
+                            f"{show_value(variants)} is {_kind(variants)}, expected a mapping of variant names")
     if name not in variants:
         known = ", ".join(str(key) for key in variants) or "(none defined)"
         raise ScenarioError("variants", name, f"unknown variant {name!r}; known variants: {known}")
     settings = variants[name]
     if not isinstance(settings, dict):
         raise ScenarioError(f"variants.{name}", settings,
-                            f"{_show(settings)} is {_kind(settings)}, expected a mapping of dotted.path: value")
+                            f"{show_value(settings)} is {_kind(settings)}, expected a mapping of dotted.path: value")
     for dotted, value in settings.items():
         if not isinstance(dotted, str):
             raise ScenarioError(f"variants.{name}.{dotted}", dotted,
-                                f"key {_show(dotted)} is {_kind(dotted)}, expected a dotted.path string")
+                                f"key {show_value(dotted)} is {_kind(dotted)}, expected a dotted.path string")
         _set_path(data, dotted, copy.deepcopy(value), f"variant {name!r}")
     return data
 
@@ -219,7 +205,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _require_top_mapping(data: Any, source: str) -> None:
     if not isinstance(data, dict):
-        what = "empty" if data is None else f"{_show(data)} ({_kind(data)})"
+        what = "empty" if data is None else f"{show_value(data)} ({_kind(data)})"
         raise ScenarioError("", data, f"{source}: a scenario is a mapping of settings, got {what}")
 
 
@@ -230,7 +216,7 @@ def _join(path: str, key: Any) -> str:
 def _build(cls: type, raw: Any, path: str) -> Any:
     """An instance of dataclass ``cls`` from mapping ``raw``; missing keys take the defaults."""
     if not isinstance(raw, dict):
-        raise ScenarioError(path, raw, f"{_show_quoted(raw)} is {_kind(raw)}, "
+        raise ScenarioError(path, raw, f"{show_quoted(raw)} is {_kind(raw)}, "
                                        f"expected {_describe(cls)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = _hints(cls)
@@ -238,7 +224,7 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     for key, value in raw.items():
         child = _join(path, key)
         if not isinstance(key, str):
-            raise ScenarioError(child, key, f"key {_show(key)} is {_kind(key)}, expected a string")
+            raise ScenarioError(child, key, f"key {show_value(key)} is {_kind(key)}, expected a string")
         if key not in fields:
             raise ScenarioError(child, key, _unknown_key(key, fields, path))
         typed = _convert(value, hints[key], child)
@@ -276,12 +262,12 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         return value
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ScenarioError(path, value, f"{_show(value)} is not a finite number")
+            raise ScenarioError(path, value, f"{show_value(value)} is not a finite number")
         return float(value)
     if annotation is str and isinstance(value, str):
         return value
     if annotation in (bool, int, float, str):
-        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, "
+        raise ScenarioError(path, value, f"{show_quoted(value)} is {_kind(value)}, "
                                          f"expected {_describe(annotation)}")
     raise TypeError(f"sim.schema: cannot validate {path} typed {annotation!r}")
 
@@ -292,24 +278,24 @@ def _convert_literal(value: Any, allowed: tuple[Any, ...], path: str) -> Any:
     # YAML reads `version: 1.3` as a number; take it when its text is an allowed value.
     if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
         return str(value)
-    raise ScenarioError(path, value, f"{_show(value)} is not one of {', '.join(map(str, allowed))}")
+    raise ScenarioError(path, value, f"{show_value(value)} is not one of {', '.join(map(str, allowed))}")
 
 
 def _convert_tuple(value: Any, args: tuple[Any, ...], path: str) -> tuple[Any, ...]:
     if not isinstance(value, (list, tuple)):
-        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, expected a list")
+        raise ScenarioError(path, value, f"{show_quoted(value)} is {_kind(value)}, expected a list")
     return tuple(_convert(item, args[0], _join(path, index)) for index, item in enumerate(value))
 
 
 def _convert_dict(value: Any, args: tuple[Any, ...], path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ScenarioError(path, value, f"{_show_quoted(value)} is {_kind(value)}, "
+        raise ScenarioError(path, value, f"{show_quoted(value)} is {_kind(value)}, "
                                          f"expected {_describe(dict[str, args[1]])}")
     typed = {}
     for key, item in value.items():
         child = _join(path, key)
         if not isinstance(key, str):
-            raise ScenarioError(child, key, f"key {_show(key)} is {_kind(key)}, expected a string")
+            raise ScenarioError(child, key, f"key {show_value(key)} is {_kind(key)}, expected a string")
         typed[key] = _convert(item, args[1], child)
     return typed
 
@@ -321,7 +307,7 @@ def _check_bounds(typed: Any, raw: Any, metadata: typing.Mapping[str, Any], anno
     for key, _, holds in _BOUND_CHECKS:
         bound = metadata.get(key)
         if bound is not None and not holds(typed, bound):
-            raise ScenarioError(path, raw, f"{_show(raw)} is out of range: must be "
+            raise ScenarioError(path, raw, f"{show_value(raw)} is out of range: must be "
                                            f"{bounds_text(metadata, annotation)}")
 
 
@@ -383,7 +369,7 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
         if not isinstance(child, wanted) and (dataclasses.is_dataclass(child_annotation)
                                               or get_origin(child_annotation) in (dict, tuple)):
             raise ScenarioError(dotted, value, f"cannot set inside {_join(here, segment)}, which is "
-                                               f"{_show(child)}, not a "
+                                               f"{show_value(child)}, not a "
                                                f"{'list' if wanted is list else 'mapping'} (in {origin})")
         container = child
         annotation = child_annotation
@@ -396,120 +382,6 @@ def _plain_default(field: dataclasses.Field, annotation: Any) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return _to_plain(field.default_factory(), annotation)
     return _to_plain(field.default, annotation)
-
-
-# ------------------------------------------------------------- cross-checks
-
-
-def _check_references(scenario: Scenario, base_dir: Path) -> Scenario:
-    """Checks across settings; returns the scenario with trace paths made absolute."""
-    if not scenario.services:
-        raise ScenarioError("services", {}, "no services defined; at least one is required")
-    if not scenario.clients:
-        raise ScenarioError("clients", {}, "no clients defined; at least one is required")
-    for name, service in scenario.services.items():
-        _check_service(scenario, name, service)
-    clients = {name: _check_client(scenario, name, client, base_dir)
-               for name, client in scenario.clients.items()}
-    for index, edge in enumerate(scenario.edges):
-        for role in ("caller", "callee"):
-            _require_service(scenario, f"edges.{index}.{role}", getattr(edge, role))
-        _check_retry_on(edge.retry.retry_on, f"edges.{index}.retry.retry_on")
-    for index, fault in enumerate(scenario.faults):
-        _check_fault(scenario, index, fault)
-    return dataclasses.replace(scenario, clients=clients)
-
-
-def _check_service(scenario: Scenario, name: str, service: Any) -> None:
-    for database in service.pools:
-        if database not in scenario.databases:
-            raise ScenarioError(f"services.{name}.pools.{database}", database,
-                                f"unknown database {database!r}; databases: {_names(scenario.databases)}")
-    for route_name, route in service.routes.items():
-        for index, step in enumerate(route.steps):
-            path = f"services.{name}.routes.{route_name}.steps.{index}"
-            step_set = {kind: getattr(step, kind) for kind in STEP_KINDS if getattr(step, kind)}
-            if len(step_set) != 1:
-                shown = ", ".join(f"{kind}: {_show(value)}" for kind, value in
-                                  _to_plain(step, type(step)).items() if kind in step_set) or "none"
-                raise ScenarioError(path, step_set, f"set exactly one of {', '.join(STEP_KINDS)} "
-                                                    f"(this step sets {shown})")
-            if step.query:
-                _require_table(scenario, f"{path}.query", step.query)
-
-
-def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) -> Any:
-    path = f"clients.{name}"
-    service = _require_service(scenario, f"{path}.target", client.target)
-    load = client.load
-    for route, weight in load.routes.items():
-        if route not in service.routes:
-            raise ScenarioError(f"{path}.load.routes.{route}", route,
-                                f"{route!r} is not a route of service {client.target!r}; "
-                                f"routes: {_names(service.routes)}")
-        if weight < 0:
-            raise ScenarioError(f"{path}.load.routes.{route}", weight,
-                                f"{_show(weight)} is a negative weight (weights are >= 0)")
-    if load.routes and not any(load.routes.values()):
-        raise ScenarioError(f"{path}.load.routes", load.routes,
-                            f"{_show(load.routes)}: every weight is zero; at least one must be > 0")
-    if load.kind == "closed" and load.users < 1:
-        raise ScenarioError(f"{path}.load.users", load.users,
-                            f"{load.users}: a closed-loop load needs users >= 1")
-    profile = load.profile
-    if profile.kind in ("ramp", "spike") and profile.until < profile.at:
-        raise ScenarioError(f"{path}.load.profile.until", format_duration(profile.until),
-                            f"{format_duration(profile.until)} is before at "
-                            f"({format_duration(profile.at)}); a {profile.kind} needs until >= at")
-    _check_retry_on(client.retry.retry_on, f"{path}.retry.retry_on")
-    if not load.trace:
-        return client
-    trace_path = (base_dir / load.trace).resolve()
-    if not trace_path.is_file():
-        raise ScenarioError(f"{path}.load.trace", load.trace,
-                            f"{load.trace}: no such file ({trace_path})")
-    return dataclasses.replace(client, load=dataclasses.replace(load, trace=str(trace_path)))
-
-
-def _check_fault(scenario: Scenario, index: int, fault: Any) -> None:
-    path = f"faults.{index}"
-    if fault.kind == "db_lock":
-        _require_table(scenario, f"{path}.target", fault.target)
-        return
-    service = _require_service(scenario, f"{path}.target", fault.target)
-    named = [(f"{path}.routes.{index}", route) for index, route in enumerate(fault.routes)]
-    if getattr(fault, "route", ""):  # slow_clients: the route requested at the end
-        named.append((f"{path}.route", fault.route))
-    for route_path, route in named:
-        if route not in service.routes:
-            raise ScenarioError(route_path, route, f"{route!r} is not a route of service "
-                                                   f"{fault.target!r}; routes: {_names(service.routes)}")
-
-
-def _check_retry_on(kinds: tuple[str, ...], path: str) -> None:
-    for index, kind in enumerate(kinds):
-        if kind not in ERROR_KINDS:
-            raise ScenarioError(f"{path}.{index}", kind,
-                                f"{kind!r} is not an error kind; kinds: {', '.join(ERROR_KINDS)}")
-
-
-def _require_service(scenario: Scenario, path: str, name: str) -> Any:
-    if name not in scenario.services:
-        raise ScenarioError(path, name, f"unknown service {name!r}; services: {_names(scenario.services)}")
-    return scenario.services[name]
-
-
-def _require_table(scenario: Scenario, path: str, text: str) -> None:
-    database, dot, table = text.partition(".")
-    if not dot or not database or not table:
-        raise ScenarioError(path, text, f"{_show(text)} is not database.table")
-    if database not in scenario.databases:
-        raise ScenarioError(path, text, f"unknown database {database!r} in {text!r}; "
-                                        f"databases: {_names(scenario.databases)}")
-    tables = scenario.databases[database].tables
-    if table not in tables:
-        raise ScenarioError(path, text, f"unknown table {table!r} in {text!r}; "
-                                        f"tables of {database}: {_names(tables)}")
 
 
 # ------------------------------------------------------------------- export
@@ -577,28 +449,3 @@ def _kind(value: Any) -> str:
         if isinstance(value, kinds):
             return name
     return f"a {type(value).__name__}"
-
-
-def _show(value: Any) -> str:
-    """A value as the scenario file would write it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value if value and value == value.strip() and "\n" not in value else repr(value)
-    if isinstance(value, (list, tuple, dict)):
-        try:
-            return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-        except yaml.YAMLError:
-            return repr(value)
-    return str(value)
-
-
-def _show_quoted(value: Any) -> str:
-    """Like ``_show`` but strings keep quotes, where being a string is the problem."""
-    return repr(value) if isinstance(value, str) else _show(value)
-
-
-def _names(mapping: typing.Iterable[str]) -> str:
-    return ", ".join(mapping) or "(none)"

@@ -25,7 +25,7 @@ from sim.faults import Faults
 from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
-from sim.scenario_loader import ScenarioError
+from sim.scenario_checks import check_supported
 from sim.schema import RouteConfig, Scenario, ServiceConfig
 from sim.server import ServerProcess
 from sim.slow_clients import SlowClients
@@ -97,17 +97,6 @@ class Service:
         if self.current is None:
             self.start()
             self.world.milestones.restarts.append(self.world.env.now)
-
-
-def check_supported(scenario: Scenario) -> None:
-    """Reject valid scenarios that this version of the model cannot simulate (ScenarioError)."""
-    if len(scenario.services) != 1:
-        raise ScenarioError("services", ", ".join(scenario.services),
-                            f"this version simulates exactly one service; the scenario has "
-                            f"{len(scenario.services)} ({', '.join(scenario.services)})")
-    if scenario.edges:
-        raise ScenarioError("edges", len(scenario.edges),
-                            "service-to-service edges are not simulated yet (they arrive with service graphs)")
 
 
 class World:

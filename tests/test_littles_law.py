@@ -36,8 +36,8 @@ The server-side level (``inflight_requests``) is not checked here: a kill drops 
 handlers without a record, so its integral is not recoverable from the outputs
 (tests/test_queueing.py checks it where it is: M/M/c, no kills).
 
-Scenario files are globbed at test time (others add them); runs longer than
-``MAX_DURATION`` are shortened with a ``duration`` override.
+Scenario files are globbed at test time (others add them), each with its variants;
+runs longer than ``MAX_DURATION_S`` are shortened with a ``duration`` override.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_shipped
+from experiments.catalog import shipped_scenarios
 from sim.engine import run_scenario
 from sim.result import RunResult
 from sim.scenario_loader import load_scenario
@@ -61,11 +63,30 @@ def scenario_paths() -> list[Path]:
     return sorted(SCENARIOS.glob("*.yaml"))
 
 
-def load_short(path: Path):
-    scenario = load_scenario(path)
+def scenario_cases() -> list[tuple[Path, str | None]]:
+    """Every scenario file, then each of its variants."""
+    cases: list[tuple[Path, str | None]] = []
+    for path in scenario_paths():
+        cases.append((path, None))
+        cases.extend((path, variant) for variant in load_scenario(path).variants)
+    return cases
+
+
+def case_id(case: tuple[Path, str | None]) -> str:
+    path, variant = case
+    return path.stem if variant is None else f"{path.stem}@{variant}"
+
+
+def run_case(path: Path, variant: str | None) -> RunResult:
+    """A run at the scenario's own seed; shipped scenarios come from the per-process cache of
+    tests/conftest.py (shared with the golden and determinism tests; read-only)."""
+    scenario = load_scenario(path, variant=variant)
     if scenario.duration > MAX_DURATION_S:
-        scenario = load_scenario(path, overrides=[f"duration={MAX_DURATION_S:g}s"])
-    return scenario
+        return run_scenario(load_scenario(path, overrides=[f"duration={MAX_DURATION_S:g}s"], variant=variant))
+    shipped = shipped_scenarios()
+    if path.stem in shipped and Path(shipped[path.stem]).resolve() == path.resolve():
+        return run_shipped(path.stem, variant)
+    return run_scenario(scenario)
 
 
 def in_system(result: RunResult) -> tuple[np.ndarray, np.ndarray]:
@@ -118,13 +139,13 @@ def windows(result: RunResult) -> list[tuple[str, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("path", scenario_paths(), ids=lambda p: p.stem)
-def test_littles_law_client_side(path: Path) -> None:
-    scenario = load_short(path)
-    result = run_scenario(scenario)
-    assert not result.milestones.truncated, f"{path.name}: run truncated by {result.milestones.truncated_by}"
+@pytest.mark.parametrize("case", scenario_cases(), ids=case_id)
+def test_littles_law_client_side(case: tuple[Path, str | None]) -> None:
+    path, variant = case
+    result = run_case(path, variant)
+    assert not result.milestones.truncated, f"{case_id(case)}: run truncated by {result.milestones.truncated_by}"
     arrival, end = in_system(result)
-    assert len(arrival) > 0, f"{path.name}: no logical requests"
+    assert len(arrival) > 0, f"{case_id(case)}: no logical requests"
     t = np.asarray(result.levels["time_s"], dtype=float)
     level = np.asarray(result.levels["client_inflight"], dtype=float)
     assert len(t) >= 2 and len(level) == len(t)
@@ -133,7 +154,7 @@ def test_littles_law_client_side(path: Path) -> None:
     lower, upper = counts_at(arrival, end, t)
     bad = np.flatnonzero((level < lower) | (level > upper))
     assert bad.size == 0, (
-        f"{path.name}: client_inflight disagrees with the request records at {bad.size} of {len(t)} "
+        f"{case_id(case)}: client_inflight disagrees with the request records at {bad.size} of {len(t)} "
         f"samples; first at t={t[bad[0]]:.6f}: sampled {level[bad[0]]:g}, records say "
         f"{lower[bad[0]]}..{upper[bad[0]]}")
 
@@ -151,7 +172,7 @@ def test_littles_law_client_side(path: Path) -> None:
                 f"> allowed {bound / (b - a):.4f}")
         if abs(lhs - rhs) > bound:
             failures.append(line)
-    assert not failures, f"{path.name}: " + "; ".join(failures)
+    assert not failures, f"{case_id(case)}: " + "; ".join(failures)
 
 
 def test_there_are_scenarios_to_check() -> None:

@@ -1,0 +1,152 @@
+"""Checks across scenario settings: names that must refer to something, and what the model supports.
+
+``check_references`` runs after typing (``sim.scenario_loader``): clients target
+existing services, route mixes name existing routes, queries name existing
+tables, faults name existing targets, trace files exist (their paths made
+absolute). ``check_supported`` rejects valid scenarios this version of the model
+cannot simulate yet (several services, service-to-service edges).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from sim.scenario_error import ScenarioError, name_list, show_value
+from sim.schema import ERROR_KINDS, Scenario
+from sim.units import format_duration, format_size
+
+STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc")
+"""The settings of a route step of which exactly one is set."""
+
+
+def _step_text(kind: str, value: Any) -> str:
+    if kind in ("cpu", "sleep"):
+        return format_duration(value)
+    if kind == "alloc":
+        return format_size(value)
+    return show_value(value)
+
+
+def check_supported(scenario: Scenario) -> None:
+    """Reject valid scenarios that this version of the model cannot simulate."""
+    if len(scenario.services) != 1:
+        raise ScenarioError("services", ", ".join(scenario.services),
+                            f"this version simulates exactly one service; the scenario has "
+                            f"{len(scenario.services)} ({', '.join(scenario.services)})")
+    if scenario.edges:
+        raise ScenarioError("edges", len(scenario.edges),
+                            "service-to-service edges are not simulated yet (they arrive with service graphs)")
+
+
+def check_references(scenario: Scenario, base_dir: Path) -> Scenario:
+    """Checks across settings; returns the scenario with trace paths made absolute."""
+    if not scenario.services:
+        raise ScenarioError("services", {}, "no services defined; at least one is required")
+    if not scenario.clients:
+        raise ScenarioError("clients", {}, "no clients defined; at least one is required")
+    for name, service in scenario.services.items():
+        _check_service(scenario, name, service)
+    clients = {name: _check_client(scenario, name, client, base_dir)
+               for name, client in scenario.clients.items()}
+    for index, edge in enumerate(scenario.edges):
+        for role in ("caller", "callee"):
+            _require_service(scenario, f"edges.{index}.{role}", getattr(edge, role))
+        _check_retry_on(edge.retry.retry_on, f"edges.{index}.retry.retry_on")
+    for index, fault in enumerate(scenario.faults):
+        _check_fault(scenario, index, fault)
+    return dataclasses.replace(scenario, clients=clients)
+
+
+def _check_service(scenario: Scenario, name: str, service: Any) -> None:
+    for database in service.pools:
+        if database not in scenario.databases:
+            raise ScenarioError(f"services.{name}.pools.{database}", database,
+                                f"unknown database {database!r}; databases: {name_list(scenario.databases)}")
+    for route_name, route in service.routes.items():
+        for index, step in enumerate(route.steps):
+            path = f"services.{name}.routes.{route_name}.steps.{index}"
+            step_set = {kind: getattr(step, kind) for kind in STEP_KINDS if getattr(step, kind)}
+            if len(step_set) != 1:
+                shown = ", ".join(f"{kind}: {_step_text(kind, value)}" for kind, value in step_set.items()) or "none"
+                raise ScenarioError(path, step_set, f"set exactly one of {', '.join(STEP_KINDS)} "
+                                                    f"(this step sets {shown})")
+            if step.query:
+                _require_table(scenario, f"{path}.query", step.query)
+
+
+def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) -> Any:
+    path = f"clients.{name}"
+    service = _require_service(scenario, f"{path}.target", client.target)
+    load = client.load
+    for route, weight in load.routes.items():
+        if route not in service.routes:
+            raise ScenarioError(f"{path}.load.routes.{route}", route,
+                                f"{route!r} is not a route of service {client.target!r}; "
+                                f"routes: {name_list(service.routes)}")
+        if weight < 0:
+            raise ScenarioError(f"{path}.load.routes.{route}", weight,
+                                f"{show_value(weight)} is a negative weight (weights are >= 0)")
+    if load.routes and not any(load.routes.values()):
+        raise ScenarioError(f"{path}.load.routes", load.routes,
+                            f"{show_value(load.routes)}: every weight is zero; at least one must be > 0")
+    if load.kind == "closed" and load.users < 1:
+        raise ScenarioError(f"{path}.load.users", load.users,
+                            f"{load.users}: a closed-loop load needs users >= 1")
+    profile = load.profile
+    if profile.kind in ("ramp", "spike") and profile.until < profile.at:
+        raise ScenarioError(f"{path}.load.profile.until", format_duration(profile.until),
+                            f"{format_duration(profile.until)} is before at "
+                            f"({format_duration(profile.at)}); a {profile.kind} needs until >= at")
+    _check_retry_on(client.retry.retry_on, f"{path}.retry.retry_on")
+    if not load.trace:
+        return client
+    trace_path = (base_dir / load.trace).resolve()
+    if not trace_path.is_file():
+        raise ScenarioError(f"{path}.load.trace", load.trace,
+                            f"{load.trace}: no such file ({trace_path})")
+    return dataclasses.replace(client, load=dataclasses.replace(load, trace=str(trace_path)))
+
+
+def _check_fault(scenario: Scenario, index: int, fault: Any) -> None:
+    path = f"faults.{index}"
+    if fault.kind == "db_lock":
+        _require_table(scenario, f"{path}.target", fault.target)
+        return
+    service = _require_service(scenario, f"{path}.target", fault.target)
+    named = [(f"{path}.routes.{index}", route) for index, route in enumerate(fault.routes)]
+    if getattr(fault, "route", ""):  # slow_clients: the route requested at the end
+        named.append((f"{path}.route", fault.route))
+    for route_path, route in named:
+        if route not in service.routes:
+            raise ScenarioError(route_path, route, f"{route!r} is not a route of service "
+                                                   f"{fault.target!r}; routes: {name_list(service.routes)}")
+
+
+def _check_retry_on(kinds: tuple[str, ...], path: str) -> None:
+    for index, kind in enumerate(kinds):
+        if kind not in ERROR_KINDS:
+            raise ScenarioError(f"{path}.{index}", kind,
+                                f"{kind!r} is not an error kind; kinds: {', '.join(ERROR_KINDS)}")
+
+
+def _require_service(scenario: Scenario, path: str, name: str) -> Any:
+    if name not in scenario.services:
+        raise ScenarioError(path, name, f"unknown service {name!r}; services: {name_list(scenario.services)}")
+    return scenario.services[name]
+
+
+def _require_table(scenario: Scenario, path: str, text: str) -> None:
+    database, dot, table = text.partition(".")
+    if not dot or not database or not table:
+        raise ScenarioError(path, text, f"{show_value(text)} is not database.table")
+    if database not in scenario.databases:
+        raise ScenarioError(path, text, f"unknown database {database!r} in {text!r}; "
+                                        f"databases: {name_list(scenario.databases)}")
+    tables = scenario.databases[database].tables
+    if table not in tables:
+        raise ScenarioError(path, text, f"unknown table {table!r} in {text!r}; "
+                                        f"tables of {database}: {name_list(tables)}")
+
+
