@@ -13,9 +13,12 @@ each ``--repeats`` times in this one process, and prints medians with their spre
     ``req | env.timeout(T)``), interleaved in the same process. The ratio
     stormsim / idiomatic wall time is taken per repeat and its median reported.
 
-Every figure is whole-run wall time (``time.perf_counter`` around
-``run_scenario``: building the world, the event loop, the records and the summary;
-for SimPy: building the model and ``env.run()``), never a piece of the loop. On a
+Every figure is whole-run wall time, never a piece of the loop: from a clean heap
+(an untimed ``gc.collect()``) through ``run_scenario`` (building the world, the event
+loop, the records, the summary) until the run's own garbage has been collected (a
+timed ``gc.collect()`` after dropping the result), so that no run pays for another's
+garbage; for SimPy the same around building the model and ``env.run()``. One untimed
+warm-up pass through each code path comes first. On a
 shared machine identical runs differ by 20-40%: only ratios measured in one
 process are comparable across machines. Results go to ``out/bench/bench.json``.
 
@@ -83,8 +86,18 @@ def mmc_scenario(customers: int, c: int = MMC_CORES, rho: float = MMC_RHO,
 def idiomatic_mmc(customers: int, seed: int, c: int = MMC_CORES, rho: float = MMC_RHO,
                   mean_s: float = MMC_MEAN_SERVICE_S, timeout_s: float = 0.1) -> dict[str, float]:
     """The same M/M/c written as one would in plain SimPy: a Resource, a process per
-    customer, each wait as ``req | env.timeout(T)`` (reneging at T), numpy draws."""
+    customer, each wait as ``req | env.timeout(T)`` (reneging at T), numpy draws.
+    Timed like ``stormsim_run``: from a clean heap to the run's garbage collected."""
+    gc.collect()
     t0 = time.perf_counter()
+    figures = _idiomatic_mmc(customers, seed, c, rho, mean_s, timeout_s)
+    gc.collect()
+    figures["wall_s"] = time.perf_counter() - t0
+    return figures
+
+
+def _idiomatic_mmc(customers: int, seed: int, c: int, rho: float, mean_s: float,
+                   timeout_s: float) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     gaps = rng.exponential(mean_s / (rho * c), customers).tolist()
     services = rng.exponential(mean_s, customers).tolist()
@@ -111,23 +124,27 @@ def idiomatic_mmc(customers: int, seed: int, c: int = MMC_CORES, rho: float = MM
 
     env.process(source())
     env.run()
-    wall_s = time.perf_counter() - t0
-    return {"wall_s": wall_s, "customers": float(customers), "events": float(next(env._eid)),
+    return {"customers": float(customers), "events": float(next(env._eid)),
             "reneged": float(reneged), "mean_sojourn_ms": 1000.0 * float(np.mean(sojourns))}
 
 
 def stormsim_run(scenario: Scenario, seed: int) -> dict[str, float]:
+    """One ``run_scenario``, timed from a clean heap (an untimed ``gc.collect()`` first) until
+    the run's own garbage is collected, so no run pays for another's."""
+    gc.collect()
     t0 = time.perf_counter()
     result = run_scenario(scenario, seed=seed)
+    figures = {"engine_wall_s": float(result.wall_s), "requests": float(len(result.requests["arrival_at"])),
+               "events": float(result.summary["events"]), "outcome": result.summary["outcome"],
+               "success_rate": float(result.summary["success_rate"]),
+               "client_timeouts": float(result.summary["errors"].get("client_timeout", 0))}
+    del result
+    gc.collect()
     wall_s = time.perf_counter() - t0
-    n = len(result.requests["arrival_at"])
-    events = float(result.summary["events"])
-    errors = result.summary["errors"]
-    return {"wall_s": wall_s, "engine_wall_s": float(result.wall_s), "requests": float(n),
-            "events": events, "events_per_request": events / n if n else float("nan"),
-            "requests_per_wall_s": n / wall_s, "outcome": result.summary["outcome"],
-            "success_rate": float(result.summary["success_rate"]),
-            "client_timeouts": float(errors.get("client_timeout", 0))}
+    n = figures["requests"]
+    figures.update(wall_s=wall_s, events_per_request=figures["events"] / n if n else float("nan"),
+                   requests_per_wall_s=n / wall_s)
+    return figures
 
 
 # -------------------------------------------------------------- statistics
@@ -182,7 +199,6 @@ def mmc_case(customers: int, repeats: int, seed: int) -> dict[str, Any]:
             if which == "storm":
                 storm.append(stormsim_run(scenario, seed))
             elif which == "plain":
-                gc.collect()
                 plain.append(idiomatic_mmc(customers, seed, timeout_s=timeout_s))
             else:
                 # the idiomatic model under the engine's GC settings (sim/engine.py): isolates
@@ -305,7 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['implementation']} {info['python']}, "
           f"load average {info['loadavg_at_start'][0]:.2f}", flush=True)
+    if info["loadavg_at_start"][0] > 0.5 * (info["nproc"] or 1):
+        print("warning: the machine is busy (load average above half the CPUs): absolute figures will be "
+              "low; same-process ratios are still comparable", flush=True)
     started = time.perf_counter()
+    # one untimed pass through every code path first (imports, caches, the allocator)
+    run_scenario(load_scenario(STEADY, overrides=["duration=2s"]), seed=args.seed)
+    run_scenario(mmc_scenario(5_000, timeout_s=MMC_TIMEOUT_FACTOR * MMC_MEAN_SERVICE_S), seed=args.seed)
+    idiomatic_mmc(5_000, args.seed, timeout_s=MMC_TIMEOUT_FACTOR * MMC_MEAN_SERVICE_S)
     results: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": info, "repeats": repeats, "quick": args.quick,
@@ -324,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
             "measured": ratio, "verdict": "PASS" if ratio <= TARGET_MMC_RATIO else "MISS"},
     }
     results["total_wall_s"] = time.perf_counter() - started
+    try:
+        results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    except OSError:
+        pass
     results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print()
     for line in report(results):

@@ -28,8 +28,8 @@ Known results used (mean service 1/mu, rho = lambda / (c mu), a = lambda / mu):
 - With a client timeout T and handlers that keep running after the caller has gone,
   the queue is unchanged, so P(client_timeout) = P(sojourn > T) = exp(-(mu - lambda) T).
 
-Cost: ~40 s for the default tests on one core of a 2-core machine (~20 s with
-``pytest -n 2``); the exhaustive grid is ``@pytest.mark.slow``.
+Cost: ~50 CPU-seconds for the default tests (~25 s with ``pytest -n 2`` on a quiet
+2-core machine); the exhaustive grid (~7 CPU-minutes) is ``@pytest.mark.slow``.
 """
 
 from __future__ import annotations
