@@ -41,14 +41,13 @@ if TYPE_CHECKING:  # pragma: no cover
 SYN_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)   # cumulative, tcp_syn_retries = 6
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-RETRY_TRANSPARENTLY = object()
 DEFAULT_MAX_IDLE_CONNS_PER_HOST = 2     # http.DefaultMaxIdleConnsPerHost, used when the field is 0
 
 
 class Request:
     """A logical request: what a user asked for."""
 
-    __slots__ = ("id", "client", "route", "touched", "arrival_at", "attempts", "current")
+    __slots__ = ("id", "client", "route", "touched", "arrival_at", "attempts", "current", "done")
 
     def __init__(self, request_id: int, client: "ClientInstance", route: int, arrival_at: float) -> None:
         self.id = request_id
@@ -58,12 +57,13 @@ class Request:
         self.arrival_at = arrival_at
         self.attempts = 0
         self.current: Attempt | None = None
+        self.done: simpy.Event | None = None     # closed loop: the user waits on it
 
 
 class Attempt:
     """One try on the wire."""
 
-    __slots__ = ("request", "client", "number", "route", "start_at", "event", "error", "status", "conn",
+    __slots__ = ("request", "client", "number", "route", "start_at", "error", "status", "conn",
                  "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
@@ -72,7 +72,6 @@ class Attempt:
         self.number = number
         self.route = request.route
         self.start_at = now
-        self.event: simpy.Event | None = None
         self.error: str | None = None
         self.status = 0
         self.conn: Conn | None = None
@@ -130,57 +129,63 @@ class ClientInstance:
         self.methods = service.route_methods
 
     # ----------------------------------------------------------- logical request
-    def run_request(self, request: Request):
-        world = self.world
-        env = self.env
-        number = 0
-        while True:
-            number += 1
-            attempt = Attempt(request, self, number, env.now)
-            request.attempts = number
-            request.current = attempt
-            yield from self._attempt(attempt)
-            if world.stopped:
-                return
-            kind = attempt.error
-            if kind is None:
-                status = attempt.status
-                if 200 <= status < 300:
-                    world.record_attempt(attempt, SUCCESS)
-                    world.finish_request(request, SUCCESS)
-                    return
-                kind = "http_5xx" if status >= 500 else "http_4xx"
-            world.record_attempt(attempt, ERROR_CODE[kind])
-            if not self.retry.should_retry(number, kind):
-                world.finish_request(request, ERROR_CODE[kind])
-                return
-            backoff_s = self.retry.backoff_s(number, self._backoff_uniform.next())
-            if backoff_s > 0:
-                yield env.timeout(backoff_s)
+    # A request is a chain of callbacks, not a SimPy process: an attempt waits for a
+    # connection, is sent, and ends (response, error or timeout); then it is recorded and
+    # either retried after the backoff or the request finishes. No event is spent on
+    # waking a process up, which is most of what a request would otherwise cost.
 
-    def _attempt(self, att: Attempt):
-        env = self.env
+    def start_request(self, request: Request) -> None:
+        """A logical request arrives at this client: its first attempt starts now."""
+        self._start_attempt(request, 1)
+
+    def _start_attempt(self, request: Request, number: int) -> None:
+        att = Attempt(request, self, number, self.env.now)
+        request.attempts = number
+        request.current = att
         if self.client_timeout_s > 0:
             att.timer = self.timers.start(self.client_timeout_s, self._on_attempt_timeout, att)
-        while True:
-            conn = self._take_idle()
-            if conn is None:
-                att.event = simpy.Event(env)
-                att.waiting = True
-                self._wanters.append(att)
-                if self.max_conns and self.n_conns >= self.max_conns:
-                    self._slot_waiters.append(att)
-                else:
-                    self._start_dial(att)
-                conn = yield att.event
-                if att.error is not None:
-                    return
+        self._get_conn(att)
+
+    def _get_conn(self, att: Attempt) -> None:
+        """getConn: an idle connection, else wait for one while dialling (or for a dial slot)."""
+        conn = self._take_idle()
+        if conn is not None:
             self._send(att, conn)
-            att.event = simpy.Event(env)
-            outcome = yield att.event
-            if outcome is RETRY_TRANSPARENTLY and att.error is None:
-                continue
             return
+        att.waiting = True
+        self._wanters.append(att)
+        if self.max_conns and self.n_conns >= self.max_conns:
+            self._slot_waiters.append(att)
+        else:
+            self._start_dial(att)
+
+    def _attempt_ended(self, att: Attempt) -> None:
+        """Record the attempt's outcome; retry after the backoff, or finish the request."""
+        world = self.world
+        if world.stopped:
+            return
+        request = att.request
+        kind = att.error
+        if kind is None:
+            status = att.status
+            if 200 <= status < 300:
+                world.record_attempt(att, SUCCESS)
+                world.finish_request(request, SUCCESS)
+                return
+            kind = "http_5xx" if status >= 500 else "http_4xx"
+        world.record_attempt(att, ERROR_CODE[kind])
+        number = att.number
+        if not self.retry.should_retry(number, kind):
+            world.finish_request(request, ERROR_CODE[kind])
+            return
+        backoff_s = self.retry.backoff_s(number, self._backoff_uniform.next())
+        ev = self.env.timeout(backoff_s, (request, number + 1))
+        ev.callbacks.append(self._on_retry_due)
+
+    def _on_retry_due(self, event: simpy.Event) -> None:
+        request, number = event.value
+        if not self.world.stopped:
+            self._start_attempt(request, number)
 
     def _finish_attempt(self, att: Attempt) -> None:
         att.finished = True
@@ -210,8 +215,7 @@ class ClientInstance:
                 att.exchange.caller_gone_at = self.env.now
             if conn.client_open:
                 self._close(conn, notify_server=True)   # HTTP/1: a failed request kills its connection
-        if not att.event.triggered:
-            att.event.succeed(None)
+        self._attempt_ended(att)
 
     def _on_attempt_timeout(self, att: Attempt) -> None:
         att.timer = None
@@ -226,10 +230,7 @@ class ClientInstance:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            conn.in_pool = False
-            if conn.idle_timer is not None:
-                conn.idle_timer.cancel()
-                conn.idle_timer = None
+            conn.in_pool = False     # its idle timer stays armed; it checks idle_since when it fires
             if conn.client_open:
                 return conn
         return None
@@ -241,7 +242,7 @@ class ClientInstance:
             att = wanters.popleft()
             if att.waiting:
                 att.waiting = False
-                att.event.succeed(conn)
+                self._send(att, conn)
                 return True
         return False
 
@@ -257,15 +258,25 @@ class ClientInstance:
             self._close(conn, notify_server=True)      # errTooManyIdleHost
             return
         conn.in_pool = True
+        conn.idle_since = self.env.now
         self.idle.append(conn)
+        if self.idle_conn_timeout_s > 0 and conn.idle_timer is None:
+            conn.idle_timer = self.timers.start(self.idle_conn_timeout_s, self._on_idle_conn_timeout, conn)
         if self.max_idle_total and len(self.idle) > self.max_idle_total:
             self._close(self.idle[0], notify_server=True)   # MaxIdleConns: the oldest idle goes
-        if self.idle_conn_timeout_s > 0:
-            conn.idle_timer = self.timers.start(self.idle_conn_timeout_s, self._on_idle_conn_timeout, conn)
 
     def _on_idle_conn_timeout(self, conn: Conn) -> None:
+        """IdleConnTimeout: close if idle for the whole timeout, else wait for the rest of it.
+
+        Keeping one timer per connection and re-arming it lazily, instead of cancelling and
+        restarting it on every request, keeps the timer heap the size of the pool."""
         conn.idle_timer = None
-        if conn.in_pool and conn.client_open:
+        if not conn.in_pool or not conn.client_open:
+            return                     # in use: armed again when it next becomes idle
+        remaining_s = conn.idle_since + self.idle_conn_timeout_s - self.env.now
+        if remaining_s > 1e-12:
+            conn.idle_timer = self.timers.start(remaining_s, self._on_idle_conn_timeout, conn)
+        else:
             self._close(conn, notify_server=True)
 
     def _close(self, conn: Conn, notify_server: bool) -> None:
@@ -423,7 +434,7 @@ class ClientInstance:
         att = dial.attempt
         if att is not None and att.waiting:
             att.waiting = False
-            att.event.succeed(conn)
+            self._send(att, conn)
         elif not self._give(conn):
             self._put_idle(conn)
 
@@ -462,7 +473,7 @@ class ClientInstance:
             self._close(conn, notify_server=False)
         else:
             self._put_idle(conn)
-        att.event.succeed(None)
+        self._attempt_ended(att)
 
     def deliver_eof(self, conn: Conn, att: Attempt, delay_s: float) -> None:
         ev = self.env.timeout(delay_s, conn)
@@ -504,6 +515,12 @@ class ClientInstance:
             # Go retries a replayable request on a reused connection the server closed or reset
             att.conn = None
             conn.attempt = None
-            att.event.succeed(RETRY_TRANSPARENTLY)
+            ev = self.env.timeout(0, att)
+            ev.callbacks.append(self._on_transparent_retry)
             return
         self._fail(att, kind)
+
+    def _on_transparent_retry(self, event: simpy.Event) -> None:
+        att: Attempt = event.value
+        if not att.finished and not self.world.stopped:
+            self._get_conn(att)

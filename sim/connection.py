@@ -46,9 +46,10 @@ class Conn:
     __slots__ = (
         "id", "client", "link", "server",
         # client side
-        "client_open", "reused", "in_pool", "idle_timer", "attempt", "established",
+        "client_open", "reused", "in_pool", "idle_timer", "idle_since", "attempt", "established",
         # server side
-        "state", "server_timer", "t0", "pending", "exchange", "slow", "peer_gone",
+        "state", "server_timer", "server_idle_timer", "server_idle_since", "t0", "pending", "exchange",
+        "slow", "peer_gone",
         "tls_done_at",
     )
 
@@ -60,11 +61,14 @@ class Conn:
         self.client_open = True
         self.reused = False
         self.in_pool = False
-        self.idle_timer = None
+        self.idle_timer = None   # IdleConnTimeout: one pending timer, re-armed when it fires early
+        self.idle_since = 0.0
         self.attempt = None
         self.established = False
         self.state = QUEUED
-        self.server_timer = None
+        self.server_timer = None       # header, TLS handshake deadlines
+        self.server_idle_timer = None  # IdleTimeout: one pending timer, re-armed when it fires early
+        self.server_idle_since = 0.0
         self.t0 = 0.0
         self.pending = None      # a request that reached the server before it could be read
         self.exchange = None     # the server's current request on this connection

@@ -153,9 +153,10 @@ class ServerProcess:
         if self.alive:
             self.fds -= 1
 
-    def add_goroutines(self, n: int) -> None:
+    def add_goroutines(self, n: int, other_b: float = 0.0) -> None:
+        """``n`` goroutines start (or end, if negative), with ``other_b`` more bytes besides."""
         self.goroutines += n
-        self.add_memory(n * self.per_goroutine_b)
+        self.add_memory(n * self.per_goroutine_b + other_b)
         if self.goroutines > self.world.peak_goroutines:
             self.world.peak_goroutines = self.goroutines
 
@@ -308,7 +309,6 @@ class ServerProcess:
         ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 else float("inf")
         self.inflight += 1
         self.inflight_by_route[route] += 1
-        self.add_memory(self.per_request_b)
         # the background reader starts once the body is read: at once without a body (or with
         # one sent whole), later for a dribbled body (sim.handler), never for an unread one
         ex.background_reader = not self.service.route_body_unread[route] and ex.body_ready_at <= now
@@ -316,8 +316,7 @@ class ServerProcess:
         if self.timeout_handler_s > 0:
             goroutines += 1
             ex.th_timer = self.timers.start(self.timeout_handler_s, self._on_timeout_handler, ex)
-        if goroutines:
-            self.add_goroutines(goroutines)
+        self.add_goroutines(goroutines, self.per_request_b)
         ex.process = self.env.process(handle(ex))
         if conn.peer_gone and ex.background_reader:
             ex.cancel("client_gone")
@@ -333,16 +332,16 @@ class ServerProcess:
         w.handler_s += handler_s
         if ex.caller_gone_at is not None and ex.caller_gone_at < now:
             w.wasted_handler_s += now - max(ex.start_at, ex.caller_gone_at)
-        if ex.allocated_b:
-            self.add_memory(-ex.allocated_b)
-            ex.allocated_b = 0
         self.inflight -= 1
         self.inflight_by_route[ex.route] -= 1
         if ex.th_timer is not None:
             ex.th_timer.cancel()
             ex.th_timer = None
         if self.timeout_handler_s > 0:
-            self.add_goroutines(-1)
+            self.add_goroutines(-1, -ex.allocated_b)
+        elif ex.allocated_b:
+            self.add_memory(-ex.allocated_b)
+        ex.allocated_b = 0
         if not ex.detached:
             self.respond(ex, status)
 
@@ -359,9 +358,7 @@ class ServerProcess:
     def respond(self, ex: Exchange, status: int) -> None:
         """The outer handler returns: write the response, then keep or close the connection."""
         conn = ex.conn
-        self.add_memory(-self.per_request_b)
-        if ex.background_reader:
-            self.add_goroutines(-1)
+        self.add_goroutines(-1 if ex.background_reader else 0, -self.per_request_b)
         conn.exchange = None
         if conn.state == CLOSED or not self.alive:
             return
@@ -385,10 +382,11 @@ class ServerProcess:
             attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=True)
             return
         conn.state = IDLE
+        conn.server_idle_since = now
         if self.world.tracer is not None:
             self.world.tracer.append((now, "response_sent", conn.id, status))
-        if self.idle_timeout_s > 0:
-            conn.server_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
+        if self.idle_timeout_s > 0 and conn.server_idle_timer is None:
+            conn.server_idle_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
         attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=False)
 
     # ---------------------------------------------------------------- closing
@@ -398,8 +396,15 @@ class ServerProcess:
             self.close(conn, reason="read_header_timeout")
 
     def _on_idle_timeout(self, conn: Conn) -> None:
-        conn.server_timer = None
-        if conn.state == IDLE:
+        """IdleTimeout: close if idle for the whole timeout, else wait for the rest of it (one
+        lazily re-armed timer per connection rather than a new one per request)."""
+        conn.server_idle_timer = None
+        if conn.state != IDLE:
+            return                     # busy: armed again when it next becomes idle
+        remaining_s = conn.server_idle_since + self.idle_timeout_s - self.env.now
+        if remaining_s > 1e-12:
+            conn.server_idle_timer = self.timers.start(remaining_s, self._on_idle_timeout, conn)
+        else:
             self.close(conn, reason="idle_timeout")
 
     def on_client_close(self, conn: Conn) -> None:
@@ -433,6 +438,9 @@ class ServerProcess:
         if conn.server_timer is not None:
             conn.server_timer.cancel()
             conn.server_timer = None
+        if conn.server_idle_timer is not None:
+            conn.server_idle_timer.cancel()
+            conn.server_idle_timer = None
         self.fds -= 1
         self.conns -= 1
         self.goroutines -= 1
@@ -450,6 +458,8 @@ class ServerProcess:
             conn.state = CLOSED
             if conn.server_timer is not None:
                 conn.server_timer.cancel()
+            if conn.server_idle_timer is not None:
+                conn.server_idle_timer.cancel()
             if conn.slow is None:
                 conn.client.notify_server_reset(conn, conn.link.one_way())
         for conn in self.accept_queue:

@@ -6,7 +6,9 @@ event heap, so each one costs a heap entry and a Python step even when nobody
 waits for it any more (design.md §6). ``TimerService`` keeps its own heap with
 lazy deletion and keeps exactly one SimPy wake-up scheduled, for the earliest
 live deadline. Cancelling is O(1) (a flag); a cancelled timer is dropped when
-it reaches the top of the heap, without a SimPy event.
+it reaches the top of the heap, without a SimPy event, and the heap is compacted
+when cancelled timers outnumber live ones, so it stays the size of what is
+pending.
 
 Timers with equal deadlines fire in the order they were started.
 """
@@ -18,18 +20,23 @@ from typing import Any, Callable
 
 import simpy
 
+COMPACT_AFTER = 4096
+
 
 class Timer:
-    __slots__ = ("at", "callback", "arg", "live")
+    __slots__ = ("at", "callback", "arg", "live", "service")
 
-    def __init__(self, at: float, callback: Callable[[Any], None], arg: Any) -> None:
+    def __init__(self, at: float, callback: Callable[[Any], None], arg: Any, service: "TimerService") -> None:
         self.at = at
         self.callback = callback
         self.arg = arg
         self.live = True
+        self.service = service
 
     def cancel(self) -> None:
-        self.live = False
+        if self.live:
+            self.live = False
+            self.service.cancelled += 1
 
 
 class TimerService:
@@ -40,16 +47,26 @@ class TimerService:
         self._wake_at = float("inf")
         self._wake_generation = 0
         self.fired = 0
+        self.cancelled = 0      # cancelled timers still in the heap
 
     def start(self, delay: float, callback: Callable[[Any], None], arg: Any = None) -> Timer:
         """Call ``callback(arg)`` after ``delay`` unless the returned timer is cancelled."""
         at = self.env.now + delay
-        timer = Timer(at, callback, arg)
+        timer = Timer(at, callback, arg, self)
+        if self.cancelled > COMPACT_AFTER and self.cancelled * 2 > len(self._heap):
+            self._compact()
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, timer))
         if at < self._wake_at:
             self._schedule_wake(at)
         return timer
+
+    def _compact(self) -> None:
+        """Drop cancelled timers when they outnumber the live ones (amortised O(1) per cancel)."""
+        heap = self._heap
+        heap[:] = [entry for entry in heap if entry[2].live]   # in place: _on_wake holds the list
+        heapq.heapify(heap)
+        self.cancelled = 0
 
     def _schedule_wake(self, at: float) -> None:
         self._wake_at = at
@@ -67,6 +84,7 @@ class TimerService:
             at, _, timer = heap[0]
             if not timer.live:
                 heapq.heappop(heap)
+                self.cancelled -= 1
                 continue
             if at > now:
                 break
@@ -76,6 +94,7 @@ class TimerService:
             timer.callback(timer.arg)
         while heap and not heap[0][2].live:
             heapq.heappop(heap)
+            self.cancelled -= 1
         if heap and heap[0][0] < self._wake_at:
             self._schedule_wake(heap[0][0])
 

@@ -146,6 +146,9 @@ class World:
         self._record = scenario.record_requests
         self._req_cols = {k: array(ARRAY_TYPECODE[v]) for k, v in REQUEST_COLUMNS.items()}
         self._att_cols = {k: array(ARRAY_TYPECODE[v]) for k, v in ATTEMPT_COLUMNS.items()}
+        # bound appends in column order: the records are written on the hot path
+        self._req_appends = tuple(col.append for col in self._req_cols.values())
+        self._att_appends = tuple(col.append for col in self._att_cols.values())
         self.n_requests_done = 0
         self.n_attempts_done = 0
         self._cpu_last: dict[int, float] = {}
@@ -240,7 +243,7 @@ class World:
                 inst = instances[int(pick_instance.next() * n_instances) if n_instances > 1 else 0]
                 route = route_idx[k] if route_idx is not None else pick_route()
                 k += 1
-                env.process(inst.run_request(self._new_request(inst, route)))
+                inst.start_request(self._new_request(inst, route))
 
     def _user(self, name: str, instance: ClientInstance, user: int):
         cfg = self.scenario.clients[name].load
@@ -251,7 +254,9 @@ class World:
         yield env.timeout(first * cfg.think_time)
         while not self.stopped:
             req = self._new_request(instance, pick_route())
-            yield from instance.run_request(req)
+            req.done = env.event()
+            instance.start_request(req)
+            yield req.done
             if self.stopped:
                 return
             pause = cfg.think_time if cfg.think == "constant" else cfg.think_time * think.next()
@@ -263,31 +268,33 @@ class World:
         self.n_attempts_done += 1
         if not self._record:
             return
-        c = self._att_cols
-        c["request_id"].append(att.request.id)
-        c["attempt"].append(att.number - 1)
-        c["start_at"].append(att.start_at)
-        c["end_at"].append(self.env.now)
-        c["error"].append(code)
-        c["new_conn"].append(1 if att.new_conn else 0)
+        request_id, attempt, start_at, end_at, error, new_conn = self._att_appends
+        request_id(att.request.id)
+        attempt(att.number - 1)
+        start_at(att.start_at)
+        end_at(self.env.now)
+        error(code)
+        new_conn(1 if att.new_conn else 0)
 
     def finish_request(self, req: Request, code: int) -> None:
         self.inflight.pop(req.id, None)
         self.n_requests_done += 1
+        if req.done is not None:
+            req.done.succeed()
         if not self._record:
             return
         self._append_request(req, self.env.now, code)
 
     def _append_request(self, req: Request, end_at: float, code: int) -> None:
-        c = self._req_cols
-        c["request_id"].append(req.id)
-        c["client"].append(req.client.client_index)
-        c["route"].append(req.route)
-        c["touched"].append(1 if req.touched else 0)
-        c["arrival_at"].append(req.arrival_at)
-        c["end_at"].append(end_at)
-        c["error"].append(code)
-        c["attempts"].append(req.attempts)
+        request_id, client, route, touched, arrival_at, end, error, attempts = self._req_appends
+        request_id(req.id)
+        client(req.client.client_index)
+        route(req.route)
+        touched(1 if req.touched else 0)
+        arrival_at(req.arrival_at)
+        end(end_at)
+        error(code)
+        attempts(req.attempts)
 
     # --------------------------------------------------------------- sampling
     def _level_names(self) -> list[str]:
