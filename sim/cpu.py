@@ -18,7 +18,8 @@ from simpy.events import NORMAL
 
 
 class Cores:
-    def __init__(self, env: simpy.Environment, n_cores: int, gc_share: Callable[[], float]) -> None:
+    def __init__(self, env: simpy.Environment, n_cores: int, gc_share: Callable[[], float] | None) -> None:
+        """``gc_share`` gives the GC's current share of the cores; None when no GC is modelled."""
         self.env = env
         self.n_cores = n_cores
         self.free = n_cores
@@ -26,7 +27,6 @@ class Cores:
         self._queue: deque[tuple[float, simpy.Event]] = deque()
         self._busy_core_s = 0.0
         self._last_change_at = 0.0
-        self.bursts = 0
 
     def run(self, cpu_s: float) -> simpy.Event:
         """An event that fires when ``cpu_s`` of CPU work has been done on one core."""
@@ -46,12 +46,13 @@ class Cores:
     def _start(self, cpu_s: float, done: simpy.Event) -> None:
         self._account()
         self.free -= 1
-        self.bursts += 1
-        share = self.gc_share()
-        duration = cpu_s / (1.0 - share) if share > 0.0 else cpu_s
+        if self.gc_share is not None:
+            share = self.gc_share()
+            if share > 0.0:
+                cpu_s /= 1.0 - share
         done._ok = True
         done._value = None
-        self.env.schedule(done, NORMAL, duration)
+        self.env.schedule(done, NORMAL, cpu_s)
 
     def _on_burst_done(self, _event: simpy.Event) -> None:
         self._account()
@@ -60,9 +61,9 @@ class Cores:
             cpu_s, done = self._queue.popleft()
             self._start(cpu_s, done)
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
+    def drop_queue(self) -> None:
+        """The process died: queued bursts will never run."""
+        self._queue.clear()
 
     def busy_core_seconds(self) -> float:
         """Busy core-seconds since the start, up to now."""

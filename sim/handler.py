@@ -1,7 +1,9 @@
 """A handler invocation on the server: its steps, its queries, and its context.
 
-``Exchange`` is the server's view of one request on one connection; ``handle``
-is the handler's goroutine as a SimPy process. Steps run in order: CPU bursts on
+``Exchange`` is the server's view of one request on one connection and the
+handler's goroutine running it. The handler is a chain of callbacks rather than
+a SimPy process (a process costs two events of its own per request, a third of
+what a simple request costs). Steps run in order: CPU bursts on
 the process's cores (stretched by the GC tax), off-CPU sleeps, heap
 allocations held until return, and queries through the service's
 ``database/sql`` pool (dial or wait for a connection, then one round trip plus
@@ -12,15 +14,17 @@ Cancellation follows Go: the request context ends on a client disconnect
 error. It reaches a pool wait or a query only when the route
 ``honours_context``; a ``db_deadline`` (context.WithTimeout around each query)
 always does. A cancelled pool wait leaves the queue; a cancelled query closes
-its DB connection (the driver abandons it). CPU work and sleeps are never cut
-short: Go cannot pre-empt a goroutine, it stops only when it returns.
+its DB connection (the driver abandons it); the handler then returns 500 at the
+same instant. CPU work and sleeps are never cut short: Go cannot pre-empt a
+goroutine, it stops only when it returns.
+
+Every wait carries a token; a wait that was abandoned (cancellation, deadline)
+finds its token stale when its event fires and only tidies up.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-
-import simpy
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.server import ServerProcess
@@ -38,11 +42,19 @@ STATUS_BAD_REQUEST = 400
 STATUS_NOT_FOUND = 404
 
 
+# phases of the wait the handler is in, for cancellation
+NOT_WAITING = 0
+POOL_WAIT = 1
+DIALLING = 2
+QUERYING = 3
+
+
 class Exchange:
     __slots__ = (
         "server", "conn", "attempt", "route", "start_at", "write_deadline_at", "background_reader",
-        "th_timer", "deadline_timer", "detached", "ctx_done", "process", "interruptible", "allocated_b",
-        "caller_gone_at", "close_after", "body_ready_at", "body_deadline_at",
+        "th_timer", "deadline_timer", "detached", "ctx_done", "allocated_b", "caller_gone_at",
+        "close_after", "body_ready_at", "body_deadline_at",
+        "plan", "op_index", "phase", "token", "waiter", "db_conn", "pool", "query_target",
     )
 
     def __init__(self, server: "ServerProcess", conn: Any, attempt: Any, route: int, start_at: float) -> None:
@@ -57,18 +69,25 @@ class Exchange:
         self.deadline_timer = None
         self.detached = False
         self.ctx_done = False
-        self.process: simpy.Process | None = None
-        self.interruptible = False
         self.allocated_b = 0
         self.caller_gone_at: float | None = None
         self.close_after = False
         self.body_ready_at = 0.0
         self.body_deadline_at = float("inf")
+        self.plan = server.service.route_plans[route]
+        self.op_index = 0
+        self.phase = NOT_WAITING
+        self.token = 0
+        self.waiter = None
+        self.db_conn = None
+        self.pool = None
+        self.query_target: tuple[str, str] | None = None
         if attempt is not None:
             attempt.exchange = self
             if attempt.finished:            # the caller gave up while the request was on its way
                 self.caller_gone_at = attempt.ended_at
 
+    # ------------------------------------------------------------ context
     def cancel(self, reason: str) -> None:
         """The request context is cancelled (client gone, TimeoutHandler, read error)."""
         if self.ctx_done:
@@ -77,139 +96,215 @@ class Exchange:
         tracer = self.server.world.tracer
         if tracer is not None:
             tracer.append((self.server.env.now, "ctx_cancelled", self.conn.id, reason))
-        plan = self.server.service.route_plans[self.route]
-        if plan is not None and plan.honours_context and self.interruptible:
-            self.interruptible = False
-            self.process.interrupt(reason)
+        if self.plan is not None and self.plan.honours_context and self.phase != NOT_WAITING:
+            self._abandon_wait()
 
     def deadline_expired(self, _arg: Any = None) -> None:
-        """The db_deadline of the current query passed."""
+        """The db_deadline of the current query passed: it ends whatever honours_context says."""
         self.deadline_timer = None
+        if not self.server.alive:
+            return
         tracer = self.server.world.tracer
         if tracer is not None:
             tracer.append((self.server.env.now, "db_deadline", self.conn.id, ""))
-        if self.interruptible:
-            self.interruptible = False
-            self.process.interrupt("db_deadline")
+        if self.phase != NOT_WAITING:
+            self._abandon_wait()
 
-
-def handle(ex: Exchange):
-    server = ex.server
-    env = server.env
-    service = server.service
-    world = server.world
-    plan = service.route_plans[ex.route]
-    status = STATUS_OK
-    if ex.body_ready_at > env.now:
-        if ex.body_deadline_at < ex.body_ready_at:
-            # ReadTimeout is absolute: the body read fails at the deadline, whatever progress it made
-            yield env.timeout(ex.body_deadline_at - env.now)
-            if not server.alive:
-                return
-            ex.cancel("read_error")
-            ex.close_after = True
-            server.end_handler(ex, STATUS_BAD_REQUEST)
-            return
-        yield env.timeout(ex.body_ready_at - env.now)
+    def _abandon_wait(self) -> None:
+        """Leave the pool queue, or abandon the query; the handler returns 500 at this instant."""
+        server = self.server
         if not server.alive:
             return
-        if not service.route_body_unread[ex.route]:
-            ex.background_reader = True       # the body hit EOF: Go starts the background read
-            server.add_goroutines(1)
-            if ex.conn.peer_gone:
-                ex.cancel("client_gone")
-    if plan is None:  # a path no route serves
-        server.end_handler(ex, STATUS_NOT_FOUND)
-        return
-    faults = world.faults
-    if faults.any_route_faults:
-        delay = faults.latency_s(service.name, ex.route, env.now, ex.attempt)
-        if delay > 0:
-            yield env.timeout(delay)
-            if not server.alive:
-                return
-        injected = faults.injected_status(service.name, ex.route, env.now, ex.attempt)
-        if injected:
-            server.end_handler(ex, injected)
-            return
-    for op, arg in plan.ops:
-        if op == OP_CPU:
-            yield server.cores.run(arg)
-        elif op == OP_QUERY:
-            status = yield from query(ex, plan, arg)
-            if status != STATUS_OK:
-                break
-        elif op == OP_SLEEP:
-            yield env.timeout(arg)
-        elif op == OP_CPU_EXP:
-            yield server.cores.run(arg * service.step_draws.next())
-        elif op == OP_SLEEP_EXP:
-            yield env.timeout(arg * service.step_draws.next())
-        else:  # OP_ALLOC
-            ex.allocated_b += arg
-            server.add_memory(arg)
-        if not server.alive:
-            return
-    if server.alive:
-        server.end_handler(ex, status)
-
-
-def query(ex: Exchange, plan: Any, target: tuple[str, str]):
-    """One query through the pool; returns the handler's status after it."""
-    server = ex.server
-    env = server.env
-    if ex.ctx_done and plan.honours_context:
-        return STATUS_DB_ERROR  # database/sql checks the context first
-    db_name, table = target
-    pool = server.pools[db_name]
-    world = server.world
-    if plan.db_deadline_s > 0:
-        ex.deadline_timer = server.timers.start(plan.db_deadline_s, ex.deadline_expired)
-    conn = pool.take_idle()
-    phase = 0            # 0 = getting a connection, 1 = dialling, 2 = querying
-    waiter = None
-    dial_event = None
-    try:
-        if conn is None:
-            if pool.can_open():
-                if not pool.reserve_open():
-                    return STATUS_DB_ERROR          # EMFILE on the DB dial
-                phase = 1
-                ex.interruptible = True
-                dial_event = env.timeout(pool.dial_s)
-                yield dial_event
-                conn = pool.opened()
-            else:
-                waiter = pool.wait()
-                ex.interruptible = True
-                conn = yield waiter.event
-        if not server.alive:
-            return STATUS_DB_ERROR
-        phase = 2
-        ex.interruptible = True
-        lock_s = world.faults.lock_wait_s(db_name, table, env.now, ex.attempt)
-        yield env.timeout(pool.dial_s + world.query_time_s(db_name, table) + lock_s)
-        ex.interruptible = False
-        if server.alive:
-            pool.release(conn)
-        return STATUS_OK
-    except simpy.Interrupt:
-        if not server.alive:
-            return STATUS_DB_ERROR
-        if phase == 2:
-            pool.release(conn, broken=True)
-        elif phase == 1:
-            # the dial goes on; its connection lands in the pool (database/sql putConn)
-            pool_ref = pool
-            dial_event.callbacks.append(lambda _e: pool_ref.adopt_dialled())
-        elif waiter is not None:
+        pool = self.pool
+        phase = self.phase
+        self.token += 1            # whatever the wait was waiting for is now stale
+        if phase == QUERYING:
+            pool.release(self.db_conn, broken=True)
+            self.db_conn = None
+        elif phase == POOL_WAIT:
+            waiter = self.waiter
             if waiter.event.triggered:
-                pool.release(waiter.event.value)
+                pool.release(waiter.event.value)     # handed a connection in the same instant
             else:
                 pool.abandon(waiter)
-        return STATUS_DB_ERROR
-    finally:
-        ex.interruptible = False
-        if ex.deadline_timer is not None:
-            ex.deadline_timer.cancel()
-            ex.deadline_timer = None
+            self.waiter = None
+        # DIALLING: the dial goes on; its connection joins the pool when it lands (_on_dialled)
+        self.phase = NOT_WAITING
+        ev = server.env.timeout(0)
+        ev.callbacks.append(self._after_failed_query)
+
+    def _after_failed_query(self, _event: Any) -> None:
+        self._query_finished(STATUS_DB_ERROR)
+
+    # ------------------------------------------------------------ running
+    def start(self) -> None:
+        """The handler goroutine starts: read the body if it is still arriving, then the steps."""
+        env = self.server.env
+        now = env.now
+        if self.body_ready_at > now:
+            if self.body_deadline_at < self.body_ready_at:
+                ev = env.timeout(self.body_deadline_at - now)
+                ev.callbacks.append(self._on_body_deadline)
+            else:
+                ev = env.timeout(self.body_ready_at - now)
+                ev.callbacks.append(self._on_body_read)
+            return
+        self._begin_steps()
+
+    def _on_body_deadline(self, _event: Any) -> None:
+        # ReadTimeout is absolute: the body read fails at the deadline, whatever progress it made
+        if not self.server.alive:
+            return
+        self.cancel("read_error")
+        self.close_after = True
+        self.server.end_handler(self, STATUS_BAD_REQUEST)
+
+    def _on_body_read(self, _event: Any) -> None:
+        server = self.server
+        if not server.alive:
+            return
+        if not server.service.route_body_unread[self.route]:
+            self.background_reader = True       # the body hit EOF: Go starts the background read
+            server.add_goroutines(1)
+            if self.conn.peer_gone:
+                self.cancel("client_gone")
+        self._begin_steps()
+
+    def _begin_steps(self) -> None:
+        server = self.server
+        if self.plan is None:  # a path no route serves
+            server.end_handler(self, STATUS_NOT_FOUND)
+            return
+        faults = server.world.faults
+        if faults.any_route_faults:
+            service = server.service
+            env = server.env
+            delay = faults.latency_s(service.name, self.route, env.now, self.attempt)
+            injected = 0
+            if delay <= 0:
+                injected = faults.injected_status(service.name, self.route, env.now, self.attempt)
+            if injected:
+                server.end_handler(self, injected)
+                return
+            if delay > 0:
+                ev = env.timeout(delay)
+                ev.callbacks.append(self._after_injected_latency)
+                return
+        self._run_steps()
+
+    def _after_injected_latency(self, _event: Any) -> None:
+        server = self.server
+        if not server.alive:
+            return
+        injected = server.world.faults.injected_status(server.service.name, self.route, server.env.now, self.attempt)
+        if injected:
+            server.end_handler(self, injected)
+            return
+        self._run_steps()
+
+    def _resume(self, _event: Any) -> None:
+        if self.server.alive:
+            self._run_steps()
+
+    def _run_steps(self) -> None:
+        """Run steps from ``op_index`` until one has to wait (its event resumes us) or the end."""
+        server = self.server
+        ops = self.plan.ops
+        n_ops = len(ops)
+        while self.op_index < n_ops:
+            op, arg = ops[self.op_index]
+            self.op_index += 1
+            if op == OP_CPU:
+                server.cores.run(arg).callbacks.append(self._resume)
+                return
+            if op == OP_QUERY:
+                self._start_query(arg)
+                return
+            if op == OP_SLEEP:
+                server.env.timeout(arg).callbacks.append(self._resume)
+                return
+            if op == OP_CPU_EXP:
+                server.cores.run(arg * server.service.step_draws.next()).callbacks.append(self._resume)
+                return
+            if op == OP_SLEEP_EXP:
+                server.env.timeout(arg * server.service.step_draws.next()).callbacks.append(self._resume)
+                return
+            self.allocated_b += arg          # OP_ALLOC
+            server.add_memory(arg)
+            if not server.alive:
+                return
+        server.end_handler(self, STATUS_OK)
+
+    # ------------------------------------------------------------ queries
+    def _start_query(self, target: tuple[str, str]) -> None:
+        """One query through the pool: a connection (idle, dialled or waited for), then the query."""
+        server = self.server
+        plan = self.plan
+        if self.ctx_done and plan.honours_context:
+            self._query_finished(STATUS_DB_ERROR)    # database/sql checks the context first
+            return
+        pool = server.pools[target[0]]
+        self.pool = pool
+        self.query_target = target
+        if plan.db_deadline_s > 0:
+            self.deadline_timer = server.timers.start(plan.db_deadline_s, self.deadline_expired)
+        conn = pool.take_idle()
+        if conn is not None:
+            self._run_query(conn)
+            return
+        self.token += 1
+        if pool.can_open():
+            if not pool.reserve_open():
+                self._query_finished(STATUS_DB_ERROR)   # EMFILE on the DB dial
+                return
+            self.phase = DIALLING
+            server.env.timeout(pool.dial_s, self.token).callbacks.append(self._on_dialled)
+        else:
+            self.phase = POOL_WAIT
+            self.waiter = pool.wait()
+            self.waiter.event.callbacks.append(self._on_pool_conn)
+
+    def _on_dialled(self, event: Any) -> None:
+        if not self.server.alive:
+            return
+        if event.value != self.token:
+            self.pool.adopt_dialled()     # requester gone: database/sql putConn keeps it
+            return
+        self._run_query(self.pool.opened())
+
+    def _on_pool_conn(self, event: Any) -> None:
+        if not self.server.alive or self.waiter is None or event is not self.waiter.event:
+            return                         # abandoned: _abandon_wait gave the connection back
+        self.waiter = None
+        self._run_query(event.value)
+
+    def _run_query(self, conn: Any) -> None:
+        server = self.server
+        world = server.world
+        env = server.env
+        db_name, table = self.query_target
+        self.phase = QUERYING
+        self.db_conn = conn
+        self.token += 1
+        lock_s = world.faults.lock_wait_s(db_name, table, env.now, self.attempt)
+        query_s = self.pool.dial_s + world.query_time_s(db_name, table) + lock_s
+        env.timeout(query_s, self.token).callbacks.append(self._on_query_done)
+
+    def _on_query_done(self, event: Any) -> None:
+        if not self.server.alive or event.value != self.token:
+            return                         # abandoned: the connection was closed then
+        self.pool.release(self.db_conn)
+        self.db_conn = None
+        self._query_finished(STATUS_OK)
+
+    def _query_finished(self, status: int) -> None:
+        self.phase = NOT_WAITING
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
+        if not self.server.alive:
+            return
+        if status != STATUS_OK:
+            self.server.end_handler(self, status)
+            return
+        self._run_steps()

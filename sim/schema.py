@@ -76,7 +76,7 @@ class LimitsConfig:
     max_entities: int = setting(
         250_000,
         "End the run when in-flight logical requests plus open connections (client side, and "
-        "server side with the accept queue) exceed this number; checked at every arrival and sample.", gt=0)
+        "server side with the accept queue) exceed this number; checked every 64 arrivals and at every sample.", gt=0)
     max_wall_time: Duration = setting(
         0.0, "End the run after this much wall-clock time; 0 = off. When it fires, same-seed "
         "identity is not promised for that run.", ge=0)

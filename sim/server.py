@@ -36,7 +36,7 @@ from sim.connection import ACTIVE, CLOSED, HANDSHAKE, IDLE, NEW, QUEUED, Conn
 from sim.cpu import Cores
 from sim.dbpool import SqlPool
 from sim.gc import GarbageCollector
-from sim.handler import Exchange, handle
+from sim.handler import Exchange
 from sim.schema import PoolConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,9 +95,8 @@ class ServerProcess:
         self.accept_sleeping = False
         self.accept_backoff_s = 0.0
         self.open_conns: dict[int, Conn] = {}
-        self.exchanges: set[Exchange] = set()
         self.gc = GarbageCollector(self.env, cfg.gc, cfg.cpu.cores, self._live_b)
-        self.cores = Cores(self.env, cfg.cpu.cores, self.gc.cpu_share)
+        self.cores = Cores(self.env, cfg.cpu.cores, self.gc.cpu_share if cfg.gc.enabled else None)
         self.pools: dict[str, SqlPool] = {}
         for db_name in service.databases_used:
             db = world.scenario.databases[db_name]
@@ -297,7 +296,6 @@ class ServerProcess:
         ex.body_ready_at = body_ready_at
         ex.body_deadline_at = body_deadline_at
         conn.exchange = ex
-        self.exchanges.add(ex)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "handler_start", conn.id, route))
         self._start_exchange(ex)
@@ -317,14 +315,14 @@ class ServerProcess:
             goroutines += 1
             ex.th_timer = self.timers.start(self.timeout_handler_s, self._on_timeout_handler, ex)
         self.add_goroutines(goroutines, self.per_request_b)
-        ex.process = self.env.process(handle(ex))
         if conn.peer_gone and ex.background_reader:
-            ex.cancel("client_gone")
+            ex.cancel("client_gone")      # the FIN came with the request: the context is done at once
+        if self.alive:
+            ex.start()
 
     def end_handler(self, ex: Exchange, status: int) -> None:
         """The handler (inner handler, under TimeoutHandler) returned."""
         now = self.env.now
-        self.exchanges.discard(ex)
         w = self.world
         if w.tracer is not None:
             w.tracer.append((now, "handler_end", ex.conn.id, status))
@@ -337,13 +335,16 @@ class ServerProcess:
         if ex.th_timer is not None:
             ex.th_timer.cancel()
             ex.th_timer = None
-        if self.timeout_handler_s > 0:
-            self.add_goroutines(-1, -ex.allocated_b)
-        elif ex.allocated_b:
-            self.add_memory(-ex.allocated_b)
+        goroutines = -1 if self.timeout_handler_s > 0 else 0
+        freed_b = -ex.allocated_b
         ex.allocated_b = 0
-        if not ex.detached:
-            self.respond(ex, status)
+        if ex.detached:     # the 503 went out already: only the inner goroutine ends now
+            self.add_goroutines(goroutines, freed_b)
+            return
+        if ex.background_reader:
+            goroutines -= 1
+        self.add_goroutines(goroutines, freed_b - self.per_request_b)
+        self._write_response(ex, status)
 
     def _on_timeout_handler(self, ex: Exchange) -> None:
         ex.th_timer = None
@@ -356,9 +357,14 @@ class ServerProcess:
         self.respond(ex, 503)
 
     def respond(self, ex: Exchange, status: int) -> None:
-        """The outer handler returns: write the response, then keep or close the connection."""
-        conn = ex.conn
+        """The outer handler returns before the inner one (TimeoutHandler): the request's own
+        memory and background reader go, then the response is written."""
         self.add_goroutines(-1 if ex.background_reader else 0, -self.per_request_b)
+        self._write_response(ex, status)
+
+    def _write_response(self, ex: Exchange, status: int) -> None:
+        """Write the response, then keep or close the connection."""
+        conn = ex.conn
         conn.exchange = None
         if conn.state == CLOSED or not self.alive:
             return
@@ -466,16 +472,12 @@ class ServerProcess:
             conn.state = CLOSED
             if conn.slow is None:
                 conn.client.notify_server_reset(conn, conn.link.one_way())
-        for ex in self.exchanges:
-            if ex.th_timer is not None:
-                ex.th_timer.cancel()
-            if ex.deadline_timer is not None:
-                ex.deadline_timer.cancel()
-        self.exchanges.clear()
+        # pending TimeoutHandler and db_deadline timers find the process dead and do nothing
         self.open_conns.clear()
         self.accept_queue.clear()
         for pool in self.pools.values():
             pool.close_all()
+        self.cores.drop_queue()
         self.fds = 0
         self.conns = 0
         self.goroutines = 0

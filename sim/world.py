@@ -1,8 +1,7 @@
 """The simulated world of one run: services, clients, load, sampling, guards and records.
 
-``World`` builds the runtime components from an inert ``Scenario``, offers the
-load (open loop from a rate profile or a trace, closed loop with users who
-think), samples the levels every ``sample_interval``, enforces the
+``World`` builds the runtime components from an inert ``Scenario``, starts the
+load (``sim.load``), samples the levels every ``sample_interval``, enforces the
 deterministic guards (events, entities) and the opt-in wall-time guard, and
 keeps per-request and per-attempt records in compact arrays. ``Service`` is a
 named service: its route plans and its current server process (a kill makes
@@ -11,7 +10,6 @@ it ``None`` until a restart).
 
 from __future__ import annotations
 
-import bisect
 import time
 from array import array
 from typing import Any, Callable
@@ -19,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 import simpy
 
-from sim.arrivals import generated_arrivals, trace_arrivals
 from sim.client import Attempt, ClientInstance, Request
 from sim.faults import Faults
+from sim.load import OpenLoopSource, start_users
 from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
@@ -118,6 +116,7 @@ class World:
         self.milestones = Milestones()
         self.faults = Faults(scenario, scenario.duration, self.streams.uniform("faults.error_rate"))
         self.milestones.trigger_at_s = self.faults.trigger_at_s
+        self._any_fault_touches = any(w.touched_routes for w in self.faults.windows)
         self.milestones.faults = self.faults.windows
         self._query_means = {(db, t): (cfg.query_time, cfg.distribution)
                              for db, d in scenario.databases.items() for t, cfg in d.tables.items()}
@@ -183,15 +182,16 @@ class World:
         self._cpu_last.pop(id(process), None)
 
     # ------------------------------------------------------------------- load
-    def _new_request(self, instance: ClientInstance, route: int) -> Request:
+    def new_request(self, instance: ClientInstance, route: int) -> Request:
+        """A logical request arrives at ``instance``: it joins the in-flight set."""
         self._request_ids += 1
         now = self.env.now
         req = Request(self._request_ids, instance, route, now)
-        if self.faults.touched_at_arrival(instance.service.name, route, now):
+        if self._any_fault_touches and self.faults.touched_at_arrival(instance.service.name, route, now):
             req.touched = True
         self.inflight[req.id] = req
-        if self.entities() > self._limits.max_entities:
-            self.stop("entities")
+        if not self._request_ids & 63 and self.entities() > self._limits.max_entities:
+            self.stop("entities")       # checked every 64 arrivals, and at every sample
         return req
 
     def entities(self) -> int:
@@ -199,69 +199,6 @@ class World:
         server = self.service.current
         server_side = server.conns + len(server.accept_queue) if server is not None else 0
         return len(self.inflight) + self.client_conns + server_side
-
-    def _route_picker(self, name: str):
-        """A function drawing route indexes with the client's route-mix weights."""
-        cfg = self.scenario.clients[name]
-        service = self.services[cfg.target]
-        weights = cfg.load.routes or {r: 1.0 for r in service.route_names}
-        idx = [service.route_names.index(r) for r in weights]
-        cum = np.cumsum([weights[r] for r in weights], dtype=float)
-        cum /= cum[-1]
-        cum_list = cum.tolist()
-        uniform = self.streams.uniform(f"client.{name}.route")
-        if len(idx) == 1:
-            only = idx[0]
-            return lambda: only
-        def pick() -> int:
-            return idx[min(bisect.bisect_right(cum_list, uniform.next()), len(idx) - 1)]
-        return pick
-
-    def _arrive_open(self, name: str):
-        cfg = self.scenario.clients[name]
-        env = self.env
-        instances = self.clients[name]
-        n_instances = len(instances)
-        pick_route = self._pickers[name]
-        pick_instance = self.streams.uniform(f"client.{name}.instance")
-        service = self.services[cfg.target]
-        if cfg.load.trace:
-            times, routes = trace_arrivals(cfg.load.trace, self.horizon_s)
-            route_idx = [service.route_names.index(r) for r in routes] if routes is not None else None
-            batches = [times]
-        else:
-            route_idx = None
-            batches = generated_arrivals(cfg.load, self.horizon_s, self.streams.generator(f"client.{name}.arrivals"))
-        k = 0
-        for batch in batches:
-            for at in batch.tolist():
-                delay = at - env.now
-                if delay > 0:
-                    yield env.timeout(delay)
-                if self.stopped:
-                    return
-                inst = instances[int(pick_instance.next() * n_instances) if n_instances > 1 else 0]
-                route = route_idx[k] if route_idx is not None else pick_route()
-                k += 1
-                inst.start_request(self._new_request(inst, route))
-
-    def _user(self, name: str, instance: ClientInstance, user: int):
-        cfg = self.scenario.clients[name].load
-        env = self.env
-        pick_route = self._pickers[name]
-        think = self.streams.exponential(f"client.{name}.user.{user}.think")
-        first = self.streams.uniform(f"client.{name}.user.{user}.start").next()
-        yield env.timeout(first * cfg.think_time)
-        while not self.stopped:
-            req = self._new_request(instance, pick_route())
-            req.done = env.event()
-            instance.start_request(req)
-            yield req.done
-            if self.stopped:
-                return
-            pause = cfg.think_time if cfg.think == "constant" else cfg.think_time * think.next()
-            if pause > 0:
-                yield env.timeout(pause)
 
     # ---------------------------------------------------------------- records
     def record_attempt(self, att: Attempt, code: int) -> None:
@@ -379,14 +316,11 @@ class World:
     def run(self) -> RunResult:
         env = self.env
         self._wall_started = time.perf_counter()
-        self._pickers = {name: self._route_picker(name) for name in self.scenario.clients}
         for name, cfg in self.scenario.clients.items():
             if cfg.load.kind == "open":
-                env.process(self._arrive_open(name))
+                OpenLoopSource(self, name).start()
             else:
-                instances = self.clients[name]
-                for u in range(cfg.load.users):
-                    env.process(self._user(name, instances[u % len(instances)], u))
+                start_users(self, name)
         self.slow_clients.start()
         env.process(self._sample())
         end = env.timeout(self.horizon_s)
