@@ -9,7 +9,6 @@ never holds them all.
 
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
 import numpy as np
@@ -38,16 +37,6 @@ def rate_breakpoints(load: LoadConfig, horizon_s: float) -> tuple[np.ndarray, np
     times = np.array([t for t, _ in pts], dtype=float)
     rates = np.array([r for _, r in pts], dtype=float)
     return times, rates
-
-
-def rate_at(times: np.ndarray, rates: np.ndarray, t: float) -> float:
-    """The rate just after instant t (right-continuous at steps)."""
-    i = int(np.searchsorted(times, t, side="right")) - 1
-    i = min(max(i, 0), len(times) - 2)
-    t0, t1 = times[i], times[i + 1]
-    if t1 <= t0:
-        return float(rates[i + 1])
-    return float(rates[i] + (rates[i + 1] - rates[i]) * (t - t0) / (t1 - t0))
 
 
 class CumulativeRate:
@@ -120,8 +109,3 @@ def trace_arrivals(path: str, horizon_s: float) -> tuple[np.ndarray, list[str] |
     if routes is not None:
         routes = [r for r, k in zip(routes, keep) if k]
     return at, routes
-
-
-def expected_count(load: LoadConfig, horizon_s: float) -> float:
-    times, rates = rate_breakpoints(load, horizon_s)
-    return CumulativeRate(times, rates).total if not math.isinf(horizon_s) else math.inf

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from sim.world import Service, World
 
 SYN_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)   # cumulative, tcp_syn_retries = 6
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+SYN_GIVE_UP_AFTER_S = 127.0                                   # ip-sysctl.rst: final timeout
 REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_MAX_IDLE_CONNS_PER_HOST = 2     # http.DefaultMaxIdleConnsPerHost, used when the field is 0
 
@@ -124,8 +124,9 @@ class ClientInstance:
         self._backoff_uniform = world.streams.uniform(f"client.{name}.{index}.backoff")
         self.idle: list[Conn] = []
         self.n_conns = 0
-        self._wanters: deque[Attempt] = deque()
-        self._slot_waiters: deque[Attempt] = deque()
+        self._wanters: deque[Attempt] = deque()       # waiting for any connection (FIFO, lazy removal)
+        self._slot_waiters: deque[Attempt] = deque()  # waiting for a MaxConnsPerHost dial slot
+        self._compact_wanters_at = 1024
         self.methods = service.route_methods
 
     # ----------------------------------------------------------- logical request
@@ -153,11 +154,20 @@ class ClientInstance:
             self._send(att, conn)
             return
         att.waiting = True
+        if len(self._wanters) >= self._compact_wanters_at:
+            self._compact_wait_queues()
         self._wanters.append(att)
         if self.max_conns and self.n_conns >= self.max_conns:
             self._slot_waiters.append(att)
         else:
             self._start_dial(att)
+
+    def _compact_wait_queues(self) -> None:
+        """Drop attempts that stopped waiting (timed out) from the FIFO wait queues: they are
+        otherwise removed only when a connection is handed out, which a dead server never does."""
+        self._wanters = deque(a for a in self._wanters if a.waiting)
+        self._slot_waiters = deque(a for a in self._slot_waiters if a.waiting)
+        self._compact_wanters_at = max(1024, 2 * len(self._wanters))
 
     def _attempt_ended(self, att: Attempt) -> None:
         """Record the attempt's outcome; retry after the backoff, or finish the request."""
@@ -298,7 +308,7 @@ class ClientInstance:
         self.n_conns -= 1
         self.world.client_conns -= 1
         if notify_server and conn.established:
-            ev = self.env.timeout(conn.link.one_way(), conn)
+            ev = self.env.timeout(conn.to_server_s(self.env.now), conn)
             ev.callbacks.append(self._on_fin_reaches_server)
         self._dial_slot_freed()
 
@@ -333,7 +343,7 @@ class ClientInstance:
 
     def _send_syn(self, dial: Dial) -> None:
         dial.syn_sent_at = self.env.now
-        ev = self.env.timeout(self.link.one_way(), dial)
+        ev = self.env.timeout(dial.conn.to_server_s(self.env.now), dial)
         ev.callbacks.append(self._on_syn_arrives)
 
     def _on_syn_arrives(self, event: simpy.Event) -> None:
@@ -344,7 +354,7 @@ class ClientInstance:
         verdict = server.on_syn(dial.conn) if server is not None else "refuse"
         if verdict == "accept":
             dial.conn.server = server
-            ev = self.env.timeout(self.link.one_way(), dial)
+            ev = self.env.timeout(dial.conn.to_client_s(self.env.now), dial)
             ev.callbacks.append(self._on_established)
         elif verdict == "drop":
             if self.world.tracer is not None:
@@ -354,9 +364,12 @@ class ClientInstance:
                 dial.syn_tries += 1
                 ev = self.env.timeout(max(wait_s, 0.0), dial)
                 ev.callbacks.append(self._on_syn_retransmit)
-            # else: the dial times out (dial_timeout) or hangs until the attempt's deadline
+            else:   # connect() gives up with ETIMEDOUT (tcp_syn_retries = 6: 127 s after the first SYN)
+                ev = self.env.timeout(max(dial.started_at + SYN_GIVE_UP_AFTER_S - self.env.now, 0.0),
+                                      (dial, "dial_timeout"))
+                ev.callbacks.append(self._on_dial_error)
         else:
-            ev = self.env.timeout(self.link.one_way(), (dial, "conn_refused"))
+            ev = self.env.timeout(dial.conn.to_client_s(self.env.now), (dial, "conn_refused"))
             ev.callbacks.append(self._on_dial_error)
 
     def _on_syn_retransmit(self, event: simpy.Event) -> None:
@@ -395,7 +408,7 @@ class ClientInstance:
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "established", conn.id, ""))
         # the ACK (with the ClientHello under TLS) travels to the listener
-        ev = self.env.timeout(self.link.one_way(), conn)
+        ev = self.env.timeout(conn.to_server_s(self.env.now), conn)
         ev.callbacks.append(self._on_ack_reaches_server)
         if self.tls is not None:
             if dial.timer is not None:
@@ -441,12 +454,15 @@ class ClientInstance:
     # -------------------------------------------------------------- exchange
     def _send(self, att: Attempt, conn: Conn) -> None:
         att.conn = conn
+        att.exchange = None
         conn.attempt = att
+        if att.header_timer is not None:       # a transparent retry: the timer is per round trip
+            att.header_timer.cancel()
         if self.header_timeout_s > 0:
             att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "request_sent", conn.id, att.request.id))
-        ev = self.env.timeout(conn.link.one_way(), (conn, att))
+        ev = self.env.timeout(conn.to_server_s(self.env.now), (conn, att))
         ev.callbacks.append(self._on_request_reaches_server)
 
     def _on_request_reaches_server(self, event: simpy.Event) -> None:
@@ -475,10 +491,6 @@ class ClientInstance:
             self._put_idle(conn)
         self._attempt_ended(att)
 
-    def deliver_eof(self, conn: Conn, att: Attempt, delay_s: float) -> None:
-        ev = self.env.timeout(delay_s, conn)
-        ev.callbacks.append(self._on_server_gone)
-
     def notify_server_close(self, conn: Conn, delay_s: float) -> None:
         ev = self.env.timeout(delay_s, conn)
         ev.callbacks.append(self._on_server_gone)
@@ -489,7 +501,7 @@ class ClientInstance:
 
     def on_server_reset(self, conn: Conn) -> None:
         """The server answered a segment with RST (closed or dead): learnt one trip later."""
-        self.notify_server_reset(conn, conn.link.one_way())
+        self.notify_server_reset(conn, conn.to_client_s(self.env.now))
 
     def _on_server_gone(self, event: simpy.Event) -> None:
         self._server_ended(event.value, "eof")
@@ -503,7 +515,7 @@ class ClientInstance:
         if conn.client_open:
             self._close(conn, notify_server=False)
         if isinstance(user, Dial):
-            self._dial_failed(user, "conn_reset" if kind == "conn_reset" else "eof")
+            self._dial_failed(user, kind)
             return
         att = user
         if att is None or att.finished or att.conn is not conn:

@@ -49,8 +49,7 @@ class Conn:
         "client_open", "reused", "in_pool", "idle_timer", "idle_since", "attempt", "established",
         # server side
         "state", "server_timer", "server_idle_timer", "server_idle_since", "t0", "pending", "exchange",
-        "slow", "peer_gone",
-        "tls_done_at",
+        "slow", "peer_gone", "to_server_at", "to_client_at",
     )
 
     def __init__(self, conn_id: int, client: Any, link: Link, server: "ServerProcess") -> None:
@@ -74,4 +73,21 @@ class Conn:
         self.exchange = None     # the server's current request on this connection
         self.slow = None         # SlowClient spec for attack connections
         self.peer_gone = False   # the server has seen the client's FIN
-        self.tls_done_at = -1.0
+        self.to_server_at = 0.0  # arrival of the last segment sent each way (TCP keeps them in order)
+        self.to_client_at = 0.0
+
+    def to_server_s(self, now: float) -> float:
+        """Delay of a segment the client sends now: one way, never overtaking an earlier one."""
+        at = now + self.link.one_way()
+        if at < self.to_server_at:
+            at = self.to_server_at
+        self.to_server_at = at
+        return at - now
+
+    def to_client_s(self, now: float) -> float:
+        """Delay of a segment the server sends now: one way, never overtaking an earlier one."""
+        at = now + self.link.one_way()
+        if at < self.to_client_at:
+            at = self.to_client_at
+        self.to_client_at = at
+        return at - now

@@ -35,12 +35,12 @@ class PoolWaiter:
 
 
 class SqlPool:
-    def __init__(self, env: simpy.Environment, config: PoolConfig, dial_s: float,
+    def __init__(self, env: simpy.Environment, config: PoolConfig, rtt_s: float,
                  take_fd: Callable[[], bool], release_fd: Callable[[], None],
                  uniform: Callable[[], float]) -> None:
         self.env = env
         self.config = config
-        self.dial_s = dial_s
+        self.rtt_s = rtt_s          # one round trip to the database: a dial, or a query's own
         self._take_fd = take_fd
         self._release_fd = release_fd
         self._uniform = uniform
@@ -48,7 +48,6 @@ class SqlPool:
         self.n_in_use = 0
         self._idle: list[DbConn] = []
         self._waiters: list[PoolWaiter] = []
-        self.dial_failures = 0
 
     # -- taking -----------------------------------------------------------------
     def take_idle(self) -> DbConn | None:
@@ -68,7 +67,6 @@ class SqlPool:
     def reserve_open(self) -> bool:
         """Reserve a slot and an fd for a new connection; False if the fd table is full (EMFILE)."""
         if not self._take_fd():
-            self.dial_failures += 1
             return False
         self.n_open += 1
         return True
@@ -117,11 +115,6 @@ class SqlPool:
         else:
             self._close(conn)
 
-    def dial_failed(self) -> None:
-        """A reserved dial failed after reserving: give the slot and fd back."""
-        self.n_open -= 1
-        self._release_fd()
-
     def _close(self, conn: DbConn) -> None:
         self.n_open -= 1
         self._release_fd()
@@ -136,7 +129,7 @@ class SqlPool:
         """database/sql's maybeOpenNewConnections: a freed slot dials for a waiter."""
         if not self._waiters or not self.can_open() or not self.reserve_open():
             return
-        ev = self.env.timeout(self.dial_s)
+        ev = self.env.timeout(self.rtt_s)
         ev.callbacks.append(self._on_waiter_dial)
 
     def _on_waiter_dial(self, _event: simpy.Event) -> None:

@@ -163,7 +163,7 @@ class Exchange:
         server = self.server
         if not server.alive:
             return
-        if not server.service.route_body_unread[self.route]:
+        if not server.service.route_body_unread[self.route] and not self.detached:
             self.background_reader = True       # the body hit EOF: Go starts the background read
             server.add_goroutines(1)
             if self.conn.peer_gone:
@@ -258,7 +258,7 @@ class Exchange:
                 self._query_finished(STATUS_DB_ERROR)   # EMFILE on the DB dial
                 return
             self.phase = DIALLING
-            server.env.timeout(pool.dial_s, self.token).callbacks.append(self._on_dialled)
+            server.env.timeout(pool.rtt_s, self.token).callbacks.append(self._on_dialled)
         else:
             self.phase = POOL_WAIT
             self.waiter = pool.wait()
@@ -287,7 +287,7 @@ class Exchange:
         self.db_conn = conn
         self.token += 1
         lock_s = world.faults.lock_wait_s(db_name, table, env.now, self.attempt)
-        query_s = self.pool.dial_s + world.query_time_s(db_name, table) + lock_s
+        query_s = self.pool.rtt_s + world.query_time_s(db_name, table) + lock_s
         env.timeout(query_s, self.token).callbacks.append(self._on_query_done)
 
     def _on_query_done(self, event: Any) -> None:

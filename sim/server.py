@@ -91,7 +91,6 @@ class ServerProcess:
         self.inflight = 0
         self.inflight_by_route = [0] * (len(service.route_names) + 1)   # + the unrouted path
         self.accept_queue: deque[Conn] = deque()
-        self.accept_reserved = 0
         self.accept_sleeping = False
         self.accept_backoff_s = 0.0
         self.open_conns: dict[int, Conn] = {}
@@ -164,18 +163,18 @@ class ServerProcess:
         """A SYN arrives: 'accept' (handshake completes), 'drop' (queue full) or 'refuse'."""
         if not self.alive:
             return "refuse"
-        if len(self.accept_queue) + self.accept_reserved >= self.backlog:
+        if len(self.accept_queue) > self.backlog:      # sk_acceptq_is_full: the queue holds backlog + 1
             return "drop"
-        self.accept_reserved += 1     # the handshake completes into the queue one trip later
         return "accept"
 
     def on_ack(self, conn: Conn, first_request: Any) -> None:
         """The client's ACK (and, without TLS, its first request) reaches the listener."""
         if not self.alive or conn.server is not self:
-            conn.client.on_server_reset(conn)
+            if conn.slow is None:
+                conn.client.on_server_reset(conn)
             return
-        self.accept_reserved -= 1
-        conn.pending = first_request
+        if first_request is not None:
+            conn.pending = first_request
         self.accept_queue.append(conn)
         if len(self.accept_queue) > self.world.peak_accept_queue:
             self.world.peak_accept_queue = len(self.accept_queue)
@@ -226,6 +225,10 @@ class ServerProcess:
             self.world.slow_clients.on_accepted(self, conn)
             return
         if conn.client.tls is not None:
+            if conn.peer_gone:         # the client gave up while queued: the handshake reads EOF
+                conn.state = NEW
+                self.close(conn, notify=False, reason="tls_eof")
+                return
             conn.state = HANDSHAKE
             if self.tls_deadline_s > 0:
                 conn.server_timer = self.timers.start(self.tls_deadline_s, self._on_tls_deadline, conn)
@@ -249,6 +252,9 @@ class ServerProcess:
         yield self.cores.run(cpu_s)
         if not self.alive or conn.state != HANDSHAKE:
             return
+        if conn.peer_gone:
+            self.close(conn, notify=False, reason="tls_eof")
+            return
         if tls.version == "1.2" and not resumed:
             # ServerHelloDone -> client; ClientKeyExchange/Finished -> server: one more round trip
             yield self.env.timeout(conn.link.one_way() + conn.link.one_way())
@@ -261,7 +267,7 @@ class ServerProcess:
         conn.t0 = self.env.now
         if self.header_timeout_s > 0:
             conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
-        ev = self.env.timeout(conn.link.one_way(), conn)
+        ev = self.env.timeout(conn.to_client_s(self.env.now), conn)
         ev.callbacks.append(conn.client.on_tls_done)
 
     def _on_tls_deadline(self, conn: Conn) -> None:
@@ -351,6 +357,8 @@ class ServerProcess:
         if ex.detached or not self.alive:
             return
         ex.detached = True
+        if ex.caller_gone_at is None:
+            ex.caller_gone_at = self.env.now   # the inner handler now works for nobody
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "timeout_handler_503", ex.conn.id, ""))
         ex.cancel("timeout_handler")
@@ -381,11 +389,11 @@ class ServerProcess:
         if now > ex.write_deadline_at:
             # WriteTimeout: the write fails, the connection closes, the client reads EOF
             self.close(conn, notify=False, reason="write_timeout")
-            attempt.client.deliver_eof(conn, attempt, conn.link.one_way())
+            attempt.client.notify_server_close(conn, conn.to_client_s(now))
             return
         if ex.close_after:
             self.close(conn, notify=False, reason="close_after_response")
-            attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=True)
+            attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now), closing=True)
             return
         conn.state = IDLE
         conn.server_idle_since = now
@@ -393,7 +401,7 @@ class ServerProcess:
             self.world.tracer.append((now, "response_sent", conn.id, status))
         if self.idle_timeout_s > 0 and conn.server_idle_timer is None:
             conn.server_idle_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
-        attempt.client.deliver_response(conn, attempt, status, conn.link.one_way(), closing=False)
+        attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now), closing=False)
 
     # ---------------------------------------------------------------- closing
     def _on_header_timeout(self, conn: Conn) -> None:
@@ -437,9 +445,6 @@ class ServerProcess:
         tracer = self.world.tracer
         if tracer is not None:
             tracer.append((self.env.now, "server_close", conn.id, reason))
-        if conn.state == QUEUED:
-            conn.state = CLOSED
-            return
         conn.state = CLOSED
         if conn.server_timer is not None:
             conn.server_timer.cancel()
@@ -453,7 +458,7 @@ class ServerProcess:
         self.add_memory(-self.per_conn_b)
         del self.open_conns[conn.id]
         if notify and conn.slow is None:
-            conn.client.notify_server_close(conn, conn.link.one_way())
+            conn.client.notify_server_close(conn, conn.to_client_s(self.env.now))
 
     def die(self) -> None:
         """The process is killed: every socket is reset, every goroutine gone."""
@@ -467,11 +472,11 @@ class ServerProcess:
             if conn.server_idle_timer is not None:
                 conn.server_idle_timer.cancel()
             if conn.slow is None:
-                conn.client.notify_server_reset(conn, conn.link.one_way())
+                conn.client.notify_server_reset(conn, conn.to_client_s(self.env.now))
         for conn in self.accept_queue:
             conn.state = CLOSED
             if conn.slow is None:
-                conn.client.notify_server_reset(conn, conn.link.one_way())
+                conn.client.notify_server_reset(conn, conn.to_client_s(self.env.now))
         # pending TimeoutHandler and db_deadline timers find the process dead and do nothing
         self.open_conns.clear()
         self.accept_queue.clear()

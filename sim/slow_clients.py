@@ -43,8 +43,8 @@ class SlowClients:
         self.opened = 0
         self.cut_silently = 0
         self.cut_with_400 = 0
-        self.completed = 0
-        self.read_errors = 0
+        self.completed = 0        # requests that got through (their response arrived)
+        self.read_errors = 0      # cut by ReadTimeout while sending the body
 
     def start(self) -> None:
         for i, fault in enumerate(self.world.faults.slow_clients):

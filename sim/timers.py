@@ -97,6 +97,3 @@ class TimerService:
             self.cancelled -= 1
         if heap and heap[0][0] < self._wake_at:
             self._schedule_wake(heap[0][0])
-
-    def pending(self) -> int:
-        return sum(1 for _, _, t in self._heap if t.live)

@@ -68,18 +68,16 @@ class Service:
         self.databases_used = sorted(dbs)
         self.generation = 0
         self.current: ServerProcess | None = None
-        self.processes: list[ServerProcess] = []
         self.start()
 
     def start(self) -> None:
         self.generation += 1
         self.current = ServerProcess(self, self.generation)
-        self.processes.append(self.current)
 
     def kill(self, process: ServerProcess, reason: str) -> None:
         world = self.world
         now = world.env.now
-        world.close_cpu_window(process)
+        world.close_cpu_window(process.generation)
         process.die()
         if self.current is process:
             self.current = None
@@ -154,7 +152,6 @@ class World:
         self._stop_event = self.env.event()
         self._wall_started = 0.0
         self._limits = scenario.limits
-        self._events_at_last_sample = 0
         self._progress = progress
         self._progress_reported = 0.0
         names = self._level_names()
@@ -178,8 +175,8 @@ class World:
         if self.milestones.fd_exhausted_at_s is None:
             self.milestones.fd_exhausted_at_s = self.env.now
 
-    def close_cpu_window(self, process: ServerProcess) -> None:
-        self._cpu_last.pop(id(process), None)
+    def close_cpu_window(self, generation: int) -> None:
+        self._cpu_last.pop(generation, None)
 
     # ------------------------------------------------------------------- load
     def new_request(self, instance: ClientInstance, route: int) -> Request:
@@ -264,7 +261,7 @@ class World:
         levels["time_s"].append(now)
         if proc is not None:
             busy = proc.cores.busy_core_seconds()
-            key = id(proc)
+            key = proc.generation
             last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
             self._cpu_last[key] = (busy, now)
             span = now - last_at
@@ -293,7 +290,6 @@ class World:
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)
-        self._events_at_last_sample = events
         limits = self._limits
         if events > limits.max_events:
             self.stop("events")
@@ -371,6 +367,8 @@ class World:
             "slow_connections_opened": float(self.slow_clients.opened),
             "slow_connections_cut_silently": float(self.slow_clients.cut_silently),
             "slow_connections_cut_400": float(self.slow_clients.cut_with_400),
+            "slow_requests_completed": float(self.slow_clients.completed),
+            "slow_requests_read_timeout": float(self.slow_clients.read_errors),
             "timers_fired": float(self.timers.fired),
         }
         return RunResult(
