@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import simpy
 
-from sim.connection import Conn, Link
+from sim.connection import Conn, Link, Message
 from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.schema import ClientConfig
@@ -308,11 +308,10 @@ class ClientInstance:
         self.n_conns -= 1
         self.world.client_conns -= 1
         if notify_server and conn.established:
-            ev = self.env.timeout(conn.to_server_s(self.env.now), conn)
-            ev.callbacks.append(self._on_fin_reaches_server)
+            self.world.deliver(conn.to_server_s(self.env.now), self._on_fin_reaches_server, conn)
         self._dial_slot_freed()
 
-    def _on_fin_reaches_server(self, event: simpy.Event) -> None:
+    def _on_fin_reaches_server(self, event: Message) -> None:
         conn = event.value
         conn.server.on_client_close(conn)
 
@@ -343,10 +342,9 @@ class ClientInstance:
 
     def _send_syn(self, dial: Dial) -> None:
         dial.syn_sent_at = self.env.now
-        ev = self.env.timeout(dial.conn.to_server_s(self.env.now), dial)
-        ev.callbacks.append(self._on_syn_arrives)
+        self.world.deliver(dial.conn.to_server_s(self.env.now), self._on_syn_arrives, dial)
 
-    def _on_syn_arrives(self, event: simpy.Event) -> None:
+    def _on_syn_arrives(self, event: Message) -> None:
         dial: Dial = event.value
         if dial.done:
             return
@@ -354,8 +352,7 @@ class ClientInstance:
         verdict = server.on_syn(dial.conn) if server is not None else "refuse"
         if verdict == "accept":
             dial.conn.server = server
-            ev = self.env.timeout(dial.conn.to_client_s(self.env.now), dial)
-            ev.callbacks.append(self._on_established)
+            self.world.deliver(dial.conn.to_client_s(self.env.now), self._on_established, dial)
         elif verdict == "drop":
             if self.world.tracer is not None:
                 self.world.tracer.append((self.env.now, "syn_dropped", dial.conn.id, dial.syn_tries))
@@ -369,8 +366,7 @@ class ClientInstance:
                                       (dial, "dial_timeout"))
                 ev.callbacks.append(self._on_dial_error)
         else:
-            ev = self.env.timeout(dial.conn.to_client_s(self.env.now), (dial, "conn_refused"))
-            ev.callbacks.append(self._on_dial_error)
+            self.world.deliver(dial.conn.to_client_s(self.env.now), self._on_dial_error, (dial, "conn_refused"))
 
     def _on_syn_retransmit(self, event: simpy.Event) -> None:
         dial: Dial = event.value
@@ -381,7 +377,7 @@ class ClientInstance:
         dial.timer = None
         self._dial_failed(dial, "dial_timeout")
 
-    def _on_dial_error(self, event: simpy.Event) -> None:
+    def _on_dial_error(self, event: Message) -> None:
         dial, kind = event.value
         self._dial_failed(dial, kind)
 
@@ -399,7 +395,7 @@ class ClientInstance:
         if att is not None and att.waiting:
             self._fail(att, kind)
 
-    def _on_established(self, event: simpy.Event) -> None:
+    def _on_established(self, event: Message) -> None:
         dial: Dial = event.value
         if dial.done:
             return
@@ -408,8 +404,7 @@ class ClientInstance:
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "established", conn.id, ""))
         # the ACK (with the ClientHello under TLS) travels to the listener
-        ev = self.env.timeout(conn.to_server_s(self.env.now), conn)
-        ev.callbacks.append(self._on_ack_reaches_server)
+        self.world.deliver(conn.to_server_s(self.env.now), self._on_ack_reaches_server, conn)
         if self.tls is not None:
             if dial.timer is not None:
                 dial.timer.cancel()
@@ -420,7 +415,7 @@ class ClientInstance:
             return
         self._dial_ready(dial)
 
-    def _on_ack_reaches_server(self, event: simpy.Event) -> None:
+    def _on_ack_reaches_server(self, event: Message) -> None:
         conn: Conn = event.value
         if conn.server is not None:
             conn.server.on_ack(conn, None)
@@ -429,7 +424,7 @@ class ClientInstance:
         dial.timer = None
         self._dial_failed(dial, "tls_timeout")
 
-    def on_tls_done(self, event: simpy.Event) -> None:
+    def on_tls_done(self, event: Message) -> None:
         conn: Conn = event.value
         dial = conn.attempt
         conn.attempt = None
@@ -462,19 +457,17 @@ class ClientInstance:
             att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "request_sent", conn.id, att.request.id))
-        ev = self.env.timeout(conn.to_server_s(self.env.now), (conn, att))
-        ev.callbacks.append(self._on_request_reaches_server)
+        self.world.deliver(conn.to_server_s(self.env.now), self._on_request_reaches_server, (conn, att))
 
-    def _on_request_reaches_server(self, event: simpy.Event) -> None:
+    def _on_request_reaches_server(self, event: Message) -> None:
         # bytes on the wire arrive even if the client has given up meanwhile (they precede its FIN)
         conn, att = event.value
         conn.server.on_request(conn, att)
 
     def deliver_response(self, conn: Conn, att: Attempt, status: int, delay_s: float, closing: bool) -> None:
-        ev = self.env.timeout(delay_s, (conn, att, status, closing))
-        ev.callbacks.append(self._on_response)
+        self.world.deliver(delay_s, self._on_response, (conn, att, status, closing))
 
-    def _on_response(self, event: simpy.Event) -> None:
+    def _on_response(self, event: Message) -> None:
         conn, att, status, closing = event.value
         if att.finished or att.conn is not conn:
             return
@@ -492,21 +485,19 @@ class ClientInstance:
         self._attempt_ended(att)
 
     def notify_server_close(self, conn: Conn, delay_s: float) -> None:
-        ev = self.env.timeout(delay_s, conn)
-        ev.callbacks.append(self._on_server_gone)
+        self.world.deliver(delay_s, self._on_server_gone, conn)
 
     def notify_server_reset(self, conn: Conn, delay_s: float) -> None:
-        ev = self.env.timeout(delay_s, conn)
-        ev.callbacks.append(self._on_server_reset_event)
+        self.world.deliver(delay_s, self._on_server_reset_event, conn)
 
     def on_server_reset(self, conn: Conn) -> None:
         """The server answered a segment with RST (closed or dead): learnt one trip later."""
         self.notify_server_reset(conn, conn.to_client_s(self.env.now))
 
-    def _on_server_gone(self, event: simpy.Event) -> None:
+    def _on_server_gone(self, event: Message) -> None:
         self._server_ended(event.value, "eof")
 
-    def _on_server_reset_event(self, event: simpy.Event) -> None:
+    def _on_server_reset_event(self, event: Message) -> None:
         self._server_ended(event.value, "conn_reset")
 
     def _server_ended(self, conn: Conn, kind: str) -> None:

@@ -9,12 +9,27 @@ one-way delays of one caller -> callee path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
+
+import simpy
 
 from sim.rng import ExponentialStream
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.server import ServerProcess
+
+
+class InstantMessage:
+    """A message delivered without transit time; like an event, it carries ``value``."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+Message = Union[simpy.Event, InstantMessage]
+"""What a network callback receives: the timeout that carried it, or an instant message."""
 
 
 class Link:

@@ -267,8 +267,7 @@ class ServerProcess:
         conn.t0 = self.env.now
         if self.header_timeout_s > 0:
             conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
-        ev = self.env.timeout(conn.to_client_s(self.env.now), conn)
-        ev.callbacks.append(conn.client.on_tls_done)
+        self.world.deliver(conn.to_client_s(self.env.now), conn.client.on_tls_done, conn)
 
     def _on_tls_deadline(self, conn: Conn) -> None:
         conn.server_timer = None

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from array import array
+from collections import deque
 from typing import Any, Callable
 
 import numpy as np
 import simpy
 
 from sim.client import Attempt, ClientInstance, Request
+from sim.connection import InstantMessage
 from sim.faults import Faults
 from sim.load import OpenLoopSource, start_users
 from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
@@ -108,6 +110,8 @@ class World:
         # an event log for small runs and the semantics tests: (at, kind, conn id, detail)
         self.tracer: list[tuple[float, str, Any, Any]] | None = [] if trace else None
         self.timers = TimerService(self.env)
+        self._instant_messages: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._delivering = False
         self.streams = Streams(seed, replication)
         self.horizon_s = scenario.duration
         self.stopped = False
@@ -159,6 +163,27 @@ class World:
         self._zero_when_dead = names[1:-2]      # the process's levels; the clients' go on
 
     # ---------------------------------------------------------------- helpers
+    def deliver(self, delay_s: float, callback: Callable[[Any], None], value: Any) -> None:
+        """A network message: ``callback(message)`` after ``delay_s``; ``message.value`` is ``value``.
+
+        A message with no transit time (a zero-RTT link) is not an event: it is delivered at
+        once, after any zero-delay message already being delivered (FIFO, no recursion)."""
+        if delay_s > 0.0:
+            self.env.timeout(delay_s, value).callbacks.append(callback)
+            return
+        if self._delivering:
+            self._instant_messages.append((callback, value))
+            return
+        self._delivering = True
+        try:
+            callback(InstantMessage(value))
+            queue = self._instant_messages
+            while queue:
+                callback, value = queue.popleft()
+                callback(InstantMessage(value))
+        finally:
+            self._delivering = False
+
     def next_conn_id(self) -> int:
         self._conn_ids += 1
         return self._conn_ids
