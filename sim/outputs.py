@@ -358,7 +358,7 @@ def _alive_over(grid_s: np.ndarray, hold_s: float, milestones: Milestones) -> np
 def _outcome(collapse_at_s: float | None, recovered_at_s: float | None, kills: list[float],
              milestones: Milestones, end_s: float, watch_s: float) -> str:
     """stable | recovered | crashed | metastable | undecided (docs/outputs.md, Outcome)."""
-    if not milestones.alive_at_end:
+    if not milestones.alive_at_end and not milestones.restart_pending:
         return "crashed"
     if collapse_at_s is None:
         return "stable"

@@ -64,6 +64,7 @@ class Milestones:
     truncated_by: str | None = None                            # 'events' | 'entities' | 'wall_time'
     end_at_s: float = 0.0                                      # simulated end (earlier if truncated)
     alive_at_end: bool = True
+    restart_pending: bool = False      # dead at the end, but a restart was on its way (crash loop)
 
 
 @dataclass

@@ -356,6 +356,8 @@ class World:
         for window in self.milestones.faults:       # a guard may have ended the run early
             window.end_at = min(window.end_at, end_at)
         self.milestones.alive_at_end = self.service.current is not None
+        self.milestones.restart_pending = (not self.milestones.alive_at_end
+                                           and self.service.config.memory.restart_after > 0)
         for req in self.inflight.values():
             if self._record:
                 att = req.current
