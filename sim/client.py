@@ -64,7 +64,7 @@ class Attempt:
     """One try on the wire."""
 
     __slots__ = ("request", "client", "number", "route", "start_at", "error", "status", "conn",
-                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at")
+                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at", "recorded")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
         self.request = request
@@ -82,6 +82,7 @@ class Attempt:
         self.finished = False
         self.waiting = False
         self.ended_at = 0.0
+        self.recorded = False
 
 
 class Dial:

@@ -42,6 +42,8 @@ from sim.schema import PoolConfig
 if TYPE_CHECKING:  # pragma: no cover
     from sim.world import Service
 
+SYNACK_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0)   # tcp_synack_retries = 5
+SYNACK_GIVE_UP_AFTER_S = 63.0                             # ip-sysctl.rst: passive open times out
 BASE_GOROUTINES = 4      # main/accept loop, signal handling, finaliser, timers
 BASE_FDS = 4             # stdin, stdout, stderr, listener
 ACCEPT_BACKOFF_FIRST_S = 0.005
@@ -169,17 +171,42 @@ class ServerProcess:
 
     def on_ack(self, conn: Conn, first_request: Any) -> None:
         """The client's ACK (and, without TLS, its first request) reaches the listener."""
+        if first_request is not None:
+            conn.pending = first_request
+        self._handshake_completes(conn, self.env.now, 0)
+
+    def _handshake_completes(self, conn: Conn, first_ack_at: float, tries: int) -> None:
         if not self.alive or conn.server is not self:
             if conn.slow is None:
                 conn.client.on_server_reset(conn)
             return
-        if first_request is not None:
-            conn.pending = first_request
+        if len(self.accept_queue) > self.backlog:
+            # Linux checks the queue again at the final ACK and drops the ACK when it is full; the
+            # SYN-ACK is retransmitted (tcp_synack_retries = 5) and the client's answer is the next
+            # chance; after the last one the half-open connection is forgotten (the client's next
+            # segment is reset)
+            if tries < len(SYNACK_RETRANSMIT_AFTER_S):
+                at = first_ack_at + SYNACK_RETRANSMIT_AFTER_S[tries]
+                ev = self.env.timeout(at - self.env.now, (conn, first_ack_at, tries + 1))
+            else:
+                ev = self.env.timeout(first_ack_at + SYNACK_GIVE_UP_AFTER_S - self.env.now, (conn, first_ack_at, -1))
+            ev.callbacks.append(self._on_ack_retry)
+            return
         self.accept_queue.append(conn)
         if len(self.accept_queue) > self.world.peak_accept_queue:
             self.world.peak_accept_queue = len(self.accept_queue)
         if not self.accept_sleeping:
             self._accept_loop()
+
+    def _on_ack_retry(self, event: Any) -> None:
+        conn, first_ack_at, tries = event.value
+        if tries < 0:
+            conn.state = CLOSED
+            if conn.slow is None:
+                conn.client.on_server_reset(conn)
+            return
+        if conn.state == QUEUED:
+            self._handshake_completes(conn, first_ack_at, tries)
 
     def _accept_loop(self) -> None:
         """Go's (*Server).Serve loop from the current instant until it parks or sleeps."""

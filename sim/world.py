@@ -224,6 +224,7 @@ class World:
 
     # ---------------------------------------------------------------- records
     def record_attempt(self, att: Attempt, code: int) -> None:
+        att.recorded = True
         self.n_attempts_done += 1
         if not self._record:
             return
@@ -361,7 +362,7 @@ class World:
         for req in self.inflight.values():
             if self._record:
                 att = req.current
-                if att is not None and not att.finished:
+                if att is not None and not att.recorded:    # in flight, or ended at the last instant
                     c = self._att_cols
                     c["request_id"].append(req.id)
                     c["attempt"].append(att.number - 1)
