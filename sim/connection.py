@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import simpy
 
-from sim.rng import ExponentialStream
+from sim.rng import BatchedStream
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.server import ServerProcess
@@ -37,7 +37,7 @@ class Link:
 
     __slots__ = ("half_rtt_s", "jitter_s", "_exp")
 
-    def __init__(self, rtt_s: float, jitter_s: float, exp: ExponentialStream) -> None:
+    def __init__(self, rtt_s: float, jitter_s: float, exp: BatchedStream) -> None:
         self.half_rtt_s = rtt_s / 2.0
         self.jitter_s = jitter_s
         self._exp = exp

@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from sim.result import FaultWindow
-from sim.rng import UniformStream
+from sim.rng import BatchedStream
 from sim.schema import FaultConfig, Scenario
 
 
 class Faults:
-    def __init__(self, scenario: Scenario, end_at: float, error_uniform: UniformStream) -> None:
+    def __init__(self, scenario: Scenario, end_at: float, error_uniform: BatchedStream) -> None:
         self.windows: list[FaultWindow] = []
         self._locks: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         self._latency: dict[tuple[str, str], list[tuple[float, float, float]]] = {}

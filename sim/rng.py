@@ -11,6 +11,7 @@ serves.
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 import numpy as np
 
@@ -32,46 +33,29 @@ class Streams:
         sequence = np.random.SeedSequence(self.seed, spawn_key=(self.replication, stable_digest(name)))
         return np.random.Generator(np.random.PCG64(sequence))
 
-    def uniform(self, name: str) -> "UniformStream":
-        return UniformStream(self.generator(name))
+    def uniform(self, name: str) -> "BatchedStream":
+        """U[0, 1) draws."""
+        return BatchedStream(self.generator(name).random)
 
-    def exponential(self, name: str) -> "ExponentialStream":
-        return ExponentialStream(self.generator(name))
+    def exponential(self, name: str) -> "BatchedStream":
+        """Unit-mean exponential draws; multiply by the mean."""
+        return BatchedStream(self.generator(name).standard_exponential)
 
 
-class UniformStream:
-    """U[0, 1) draws, batched."""
+class BatchedStream:
+    """Draws from one generator, BATCH at a time, handed out one by one with ``next()``."""
 
-    __slots__ = ("_gen", "_buf", "_i")
+    __slots__ = ("_draw", "_buf", "_i")
 
-    def __init__(self, gen: np.random.Generator) -> None:
-        self._gen = gen
+    def __init__(self, draw: Callable[[int], np.ndarray]) -> None:
+        self._draw = draw
         self._buf: list[float] = []
         self._i = 0
 
     def next(self) -> float:
         i = self._i
         if i >= len(self._buf):
-            self._buf = self._gen.random(BATCH).tolist()
-            i = 0
-        self._i = i + 1
-        return self._buf[i]
-
-
-class ExponentialStream:
-    """Unit-mean exponential draws, batched; multiply by the mean."""
-
-    __slots__ = ("_gen", "_buf", "_i")
-
-    def __init__(self, gen: np.random.Generator) -> None:
-        self._gen = gen
-        self._buf: list[float] = []
-        self._i = 0
-
-    def next(self) -> float:
-        i = self._i
-        if i >= len(self._buf):
-            self._buf = self._gen.standard_exponential(BATCH).tolist()
+            self._buf = self._draw(BATCH).tolist()
             i = 0
         self._i = i + 1
         return self._buf[i]

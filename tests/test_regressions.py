@@ -18,20 +18,19 @@ otherwise; slow (attack) clients have a 1 ms RTT.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sim.connection import Conn, Link
-from sim.engine import run_scenario
 from sim.result import ERROR_CODE, INCOMPLETE, SUCCESS
 from sim.rng import Streams
 from sim.scenario_loader import scenario_from_dict
 from sim.world import World
+from sim.engine import run_scenario
+from timeline import EXACT, arrivals, run, events, one, approx_all
 
 ONE_WAY = 0.005
-EXACT = 1e-9
 MIB = 1048576.0
 BASE_GOROUTINES = 4     # main/accept loop, signals, finaliser, timers (sim.server)
 BASE_FDS = 4            # stdin, stdout, stderr, listener
@@ -57,35 +56,6 @@ def scenario_data(routes: dict[str, Any], *, duration: str = "2s", sample_interv
 
 def scenario(routes: dict[str, Any], **kw):
     return scenario_from_dict(scenario_data(routes, **kw))
-
-
-def arrivals(tmp_path: Path, rows: list, name: str = "arrivals.csv") -> dict:
-    """An open-loop load replaying ``rows``: instants, or (instant, route) pairs."""
-    path = tmp_path / name
-    if rows and isinstance(rows[0], tuple):
-        path.write_text("at_s,route\n" + "".join(f"{t},{r}\n" for t, r in rows))
-    else:
-        path.write_text("at_s\n" + "".join(f"{t}\n" for t in rows))
-    return {"trace": str(path)}
-
-
-def run(scn, seed: int | None = None):
-    return run_scenario(scn, seed=seed, trace=True)
-
-
-def events(result, kind: str, conn: int | None = None) -> list[tuple[float, Any, Any]]:
-    """(instant, conn id, detail) of every traced event of ``kind`` (on ``conn``)."""
-    return [(t, c, d) for t, k, c, d in result.trace if k == kind and (conn is None or c == conn)]
-
-
-def one(result, kind: str, conn: int | None = None) -> tuple[float, Any, Any]:
-    found = events(result, kind, conn)
-    assert len(found) == 1, f"expected one {kind!r} on conn {conn}, got {found}"
-    return found[0]
-
-
-def approx_all(values: list[float]) -> list:
-    return [pytest.approx(v, abs=EXACT) for v in values]
 
 
 def last_level(result, name: str) -> float:

@@ -14,18 +14,16 @@ first request reaches the server (and is accepted) 15 ms after the dial
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from sim.engine import run_scenario
 from sim.result import ERROR_CODE, SUCCESS
 from sim.scenario_loader import scenario_from_dict
+from timeline import EXACT, arrivals, run, events, instants, one
 
 ONE_WAY = 0.005
-EXACT = 1e-9
 MIB = 1048576.0
 BASE_GOROUTINES = 4     # main/accept loop, signals, finaliser, timers (sim.server)
 BASE_FDS = 4            # stdin, stdout, stderr, listener
@@ -48,35 +46,6 @@ def scenario(routes: dict[str, Any], *, duration: str = "2s", sample_interval: s
     if databases:
         data["databases"] = databases
     return scenario_from_dict(data)
-
-
-def arrivals(tmp_path: Path, rows: list, name: str = "arrivals.csv") -> dict:
-    """An open-loop load replaying ``rows``: instants, or (instant, route) pairs."""
-    path = tmp_path / name
-    if rows and isinstance(rows[0], tuple):
-        path.write_text("at_s,route\n" + "".join(f"{t},{r}\n" for t, r in rows))
-    else:
-        path.write_text("at_s\n" + "".join(f"{t}\n" for t in rows))
-    return {"trace": str(path)}
-
-
-def run(scn):
-    return run_scenario(scn, trace=True)
-
-
-def events(result, kind: str, conn: int | None = None) -> list[tuple[float, Any, Any]]:
-    """(instant, conn id, detail) of every traced event of ``kind`` (on ``conn``)."""
-    return [(t, c, d) for t, k, c, d in result.trace if k == kind and (conn is None or c == conn)]
-
-
-def instants(result, kind: str, conn: int | None = None) -> list[float]:
-    return [t for t, _, _ in events(result, kind, conn)]
-
-
-def one(result, kind: str, conn: int | None = None) -> tuple[float, Any, Any]:
-    found = events(result, kind, conn)
-    assert len(found) == 1, f"expected one {kind!r} on conn {conn}, got {found}"
-    return found[0]
 
 
 def level_at(result, name: str, t: float) -> float:
