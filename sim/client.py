@@ -12,15 +12,17 @@ Each ``ClientInstance`` is one client process with its own Transport
 - a connection becoming idle beyond ``MaxIdleConnsPerHost`` is closed;
   ``IdleConnTimeout`` closes idle connections;
 - dial: SYN, SYN retransmits at 1, 3, 7, 15, 31, 63 s when the accept queue
-  drops it, a reset when nothing listens, ``dial_timeout``; then TLS with
-  ``TLSHandshakeTimeout``;
+  drops it and ETIMEDOUT 127 s after the first, a reset when nothing listens,
+  ``dial_timeout``; then TLS with ``TLSHandshakeTimeout``;
 - ``Client.Timeout`` is one deadline per attempt over all of that, the wait and
   the response; ``ResponseHeaderTimeout`` runs from the request being written;
   an HTTP/1 request that times out closes its connection;
 - a request on a reused connection that the server closed (the keep-alive race)
-  or reset is retried transparently when it is idempotent.
+  or reset is retried transparently when it is replayable (GET, HEAD, OPTIONS,
+  TRACE), as ``shouldRetryRequest`` does.
 
-Application retries (``RetryPolicy``) wrap attempts into one logical request.
+Application retries (``RetryPolicy``) wrap attempts into one logical request. A
+request is a chain of callbacks, not a SimPy process.
 """
 
 from __future__ import annotations

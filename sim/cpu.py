@@ -3,9 +3,9 @@
 Runnable work (a handler's CPU step, a TLS handshake) takes a free core or
 queues for one. Go's scheduler preempts every 10 ms, but for the short bursts
 modelled here FCFS over the cores gives the same queueing picture at one event
-per burst. An optional GC tax takes a share of the cores that grows with the
-process's memory: every burst is stretched by 1 / (1 - share), which is how a
-storm turns into CPU saturation (S1's 98%).
+per burst. When the GC is modelled (``sim.gc``), a burst that starts while a
+collection runs is stretched by 1 / (1 - the GC's share of the cores): that is
+how a big heap and a burst of allocation turn into CPU saturation (S1's 98%).
 """
 
 from __future__ import annotations
