@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from experiments.kpis import untouched_goodput_rps
 from sim.result import RunResult
 
 
@@ -30,18 +29,8 @@ def _fmt(value: Any, unit: str = "", digits: int = 1) -> str:
 
 
 def untouched_goodput_during_fault_rps(result: RunResult) -> float | None:
-    """Untouched successes per second from the trigger to the end (all of the run if no fault)."""
-    windows = result.windows
-    if "time_s" not in windows:
-        return None
-    t = windows["time_s"]
-    start = result.milestones.trigger_at_s if result.milestones.trigger_at_s is not None else result.scenario.warmup
-    end = result.milestones.end_at_s
-    mask = (t > start) & (t <= end)
-    if end <= start:
-        return None
-    key = "successes_untouched" if windows["arrivals_untouched"].sum() > 0 else "successes"
-    return float(np.sum(windows[key][mask]) / (end - start))
+    """Untouched successes per second from the trigger to the end (from the warm-up if no fault)."""
+    return untouched_goodput_rps(result, from_s=result.milestones.trigger_at_s)
 
 
 def format_summary(result: RunResult, out_dir: str | None = None) -> str:

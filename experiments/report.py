@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 import yaml
 
 from experiments.figures import comparison_figure, milestone_marks, timeseries_figure
+from experiments.kpis import untouched_goodput_rps  # noqa: F401  (re-exported for the report's users)
 from experiments.run_files import write_atomic
 from sim.result import RunResult
 
@@ -197,26 +198,6 @@ def scenario_yaml(result: RunResult) -> str:
                           allow_unicode=True)
 
 
-def untouched_goodput_rps(result: RunResult) -> float | None:
-    """Successes of untouched requests per second after warm-up, from the windows.
-
-    Judged like collapse: on all traffic when nothing arrived untouched. Falls back
-    to a ``goodput_untouched_rps`` summary key if the windows are missing.
-    """
-    win = result.windows
-    if "time_s" in win and "successes_untouched" in win:
-        t = np.asarray(win["time_s"], dtype=float)
-        after = t > float(result.scenario.warmup)
-        untouched_arrivals = np.asarray(win.get("arrivals_untouched", np.zeros_like(t)), dtype=float)
-        key = "successes_untouched" if untouched_arrivals[after].sum() > 0 else "successes"
-        end_s = float(result.milestones.end_at_s) or float(result.scenario.duration)
-        span_s = end_s - float(result.scenario.warmup)
-        if key in win and span_s > 0:
-            return float(np.asarray(win[key], dtype=float)[after].sum()) / span_s
-    value = result.summary.get("goodput_untouched_rps")
-    return None if value is None else float(value)
-
-
 def milestones_html(result: RunResult) -> str:
     items: list[str] = []
     s, m = result.summary, result.milestones
@@ -299,7 +280,7 @@ def render_comparison_html(results: list[tuple[str, RunResult]]) -> str:
     rows = []
     for label, result in results:
         values = dict(result.summary)
-        values["untouched_goodput_rps"] = untouched_goodput_rps(result)
+        values["untouched_goodput_rps"] = untouched_goodput_rps(result, from_s=result.milestones.trigger_at_s)
         cells = "".join(
             f'<td class="{"num" if unit not in ("outcome",) else ""}">{format_kpi(values.get(key), unit)}</td>'
             for key, _, unit in COMPARISON_COLUMNS)
@@ -310,8 +291,9 @@ def render_comparison_html(results: list[tuple[str, RunResult]]) -> str:
         "<header><h1>Scenario comparison</h1>"
         f'<p class="meta">{len(results)} runs</p></header>',
         "<h2>Key results</h2>", table,
-        '<p class="muted">Untouched goodput: successes of requests no fault acted on, per second after '
-        "the warm-up, from the per-window series (all traffic when every request was touched).</p>",
+        '<p class="muted">Untouched goodput: successes of requests no fault acted on, per second from the '
+        "trigger (the first fault) to the end, from the per-window series (all traffic when every request "
+        "was touched; from the warm-up when there is no fault).</p>",
         "<h2>Time series</h2>",
         figure_html(comparison_figure(results), with_plotlyjs=True, div_id="comparison"),
     ])
