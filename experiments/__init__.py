@@ -1,0 +1,1 @@
+"""stormsim's experiments layer: shipped scenarios, the CLI, reports, figures and output files."""
