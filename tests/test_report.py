@@ -141,7 +141,7 @@ def test_comparison_page(tmp_path, synthetic_run):
     table = page[page.index('<table class="comparison">'):page.index("</table>")]
     assert table.count("<tr>") == 3                       # header + one row per run
     for header in ("Outcome", "Time to collapse", "Max server connections", "Max open fds",
-                   "Max goroutines", "Peak memory", "P99 latency", "Untouched goodput"):
+                   "Max goroutines", "Peak memory", "P99 latency", "Untouched goodput from the trigger"):
         assert f"<th>{header}</th>" in table
     assert "baseline" in table and "no retries" in table
     assert "outcome-recovered" in table and "outcome-metastable" in table
