@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from sim.scenario_checks import STEP_KINDS, check_references  # noqa: F401  (STEP_KINDS re-exported)
+from sim.scenario_checks import check_references
 from sim.scenario_error import ScenarioError, show_quoted, show_value
 from sim.schema import Duration, Rate, Scenario, Size
 from sim.units import format_duration, format_size, parse_duration, parse_size
