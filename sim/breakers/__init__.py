@@ -61,6 +61,13 @@ class BreakerBase:
     def generation(self) -> int:
         return self._generation
 
+    def _advance(self, now_s: float) -> None:
+        """Timer-driven transitions due by ``now_s``; none unless a breaker has some."""
+
+    def state(self, now_s: float) -> str:
+        self._advance(now_s)
+        return self._state
+
     def _set_state(self, at_s: float, new_state: str) -> None:
         if new_state == self._state:
             return

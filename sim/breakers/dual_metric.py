@@ -115,9 +115,6 @@ class DualMetricBreaker(BreakerBase):
 
     # ---------------------------------------------------------------- interface
 
-    def state(self, now_s: float) -> str:
-        self._advance(now_s)
-        return self._state
 
     def allow(self, now_s: float) -> bool:
         self._advance(now_s)

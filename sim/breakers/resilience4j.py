@@ -128,9 +128,6 @@ class Resilience4jBreaker(BreakerBase):
             self._to_open(self._half_open_at + self.max_wait_in_half_open_s)
             self._advance(now_s)
 
-    def state(self, now_s: float) -> str:
-        self._advance(now_s)
-        return self._state
 
     def allow(self, now_s: float) -> bool:
         self._advance(now_s)

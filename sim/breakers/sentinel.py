@@ -72,8 +72,6 @@ class SentinelBreaker(BreakerBase):
         self._next_retry_at = at_s + self.recovery_timeout_s
         self._set_state(at_s, OPEN)
 
-    def state(self, now_s: float) -> str:
-        return self._state
 
     def allow(self, now_s: float) -> bool:
         if self._state == CLOSED:
