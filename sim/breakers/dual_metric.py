@@ -115,7 +115,6 @@ class DualMetricBreaker(BreakerBase):
 
     # ---------------------------------------------------------------- interface
 
-
     def allow(self, now_s: float) -> bool:
         self._advance(now_s)
         if self._state == CLOSED:

@@ -70,7 +70,6 @@ class HystrixBreaker(BreakerBase):
 
     # ---------------------------------------------------------------- interface
 
-
     def allow(self, now_s: float) -> bool:
         self._advance(now_s)
         if self._state == CLOSED:
