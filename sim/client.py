@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING
 import simpy
 
 from sim.connection import Conn, Link, Message
+from sim.edge_limits import PENDING, REQUESTS, RETRIES
+from sim.hedging import HedgingPolicy
+from sim.policies import make_breaker, make_edge_limits, make_retry_budget, make_throttle
 from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.schema import ClientConfig
@@ -49,7 +52,9 @@ DEFAULT_MAX_IDLE_CONNS_PER_HOST = 2     # http.DefaultMaxIdleConnsPerHost, used 
 class Request:
     """A logical request: what a user asked for."""
 
-    __slots__ = ("id", "client", "route", "touched", "arrival_at", "attempts", "current", "done")
+    __slots__ = ("id", "client", "route", "touched", "arrival_at", "attempts", "current", "done",
+                 "finished", "outstanding", "deadline_timer", "hedge_timer", "prev_backoff_s",
+                 "retry_held", "retry_cost", "hedges")
 
     def __init__(self, request_id: int, client: "ClientInstance", route: int, arrival_at: float) -> None:
         self.id = request_id
@@ -60,13 +65,22 @@ class Request:
         self.attempts = 0
         self.current: Attempt | None = None
         self.done: simpy.Event | None = None     # closed loop: the user waits on it
+        self.finished = False
+        self.outstanding = 0                     # attempts in flight (hedging: more than one)
+        self.deadline_timer = None
+        self.hedge_timer = None
+        self.prev_backoff_s: float | None = None   # decorrelated jitter
+        self.retry_held = False      # a retry was granted (budget, edge limits) and sleeps in its backoff
+        self.retry_cost = 0          # what the budget charged for it (AWS), refunded on success
+        self.hedges: list[Attempt] | None = None    # hedging: every attempt, in order
 
 
 class Attempt:
     """One try on the wire."""
 
     __slots__ = ("request", "client", "number", "route", "start_at", "error", "status", "conn",
-                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at", "recorded")
+                 "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at", "recorded",
+                 "breaker_generation", "holds_retry", "retry_cost", "retry_after_s", "cancelled")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
         self.request = request
@@ -85,6 +99,11 @@ class Attempt:
         self.waiting = False
         self.ended_at = 0.0
         self.recorded = False
+        self.breaker_generation: int | None = None
+        self.holds_retry = False     # counts against the retry budget / edge max_retries until it ends
+        self.retry_cost = 0
+        self.retry_after_s = 0.0     # Retry-After of the response (shed 503s)
+        self.cancelled = False       # a hedge that lost, or cut by the request's deadline
 
 
 class Dial:
@@ -119,12 +138,33 @@ class ClientInstance:
         self.dial_timeout_s = t.dial_timeout
         self.tls_timeout_s = t.tls.handshake_timeout
         self.max_conns = t.max_conns_per_host
+        if config.edge_limits.enabled:     # Envoy max_connections caps dials like MaxConnsPerHost
+            limit = config.edge_limits.max_connections
+            self.max_conns = min(self.max_conns, limit) if self.max_conns else limit
         self.max_idle_per_host = t.max_idle_conns_per_host or DEFAULT_MAX_IDLE_CONNS_PER_HOST
         self.max_idle_total = t.max_idle_conns
         self.idle_conn_timeout_s = t.idle_conn_timeout
         self.keep_alive = not t.disable_keep_alives
         self.retry = RetryPolicy(config.retry)
         self._backoff_uniform = world.streams.uniform(f"client.{name}.{index}.backoff")
+        # resilience policies of this process (None = off); see sim.policies
+        retry = config.retry
+        self.attempt_timeout_s = min((x for x in (t.client_timeout, retry.per_try_timeout) if x > 0), default=0.0)
+        self.deadline_s = retry.deadline
+        self.budget = make_retry_budget(retry.budget)
+        self.breaker = make_breaker(config.breaker)
+        self.throttle = make_throttle(config.throttle)
+        self._throttle_uniform = (world.streams.uniform(f"client.{name}.{index}.throttle")
+                                  if self.throttle is not None else None)
+        self.hedging = (HedgingPolicy(config.hedging.delay, config.hedging.max_outstanding)
+                        if config.hedging.enabled else None)
+        self.edge_limits = make_edge_limits(config.edge_limits)
+        self.observes = self.breaker is not None or self.throttle is not None or self.budget is not None
+        self.active_attempts = 0       # attempts out (Envoy's active requests)
+        self.pending_attempts = 0      # of which waiting for a connection (Envoy's pending)
+        self.retries_denied = 0
+        self.retries_held = 0          # granted retries not yet ended (budget and edge max_retries)
+        self.rejected = {"breaker_open": 0, "throttled": 0}
         self.idle: list[Conn] = []
         self.n_conns = 0
         self._wanters: deque[Attempt] = deque()       # waiting for any connection (FIFO, lazy removal)
@@ -133,22 +173,76 @@ class ClientInstance:
         self.methods = service.route_methods
 
     # ----------------------------------------------------------- logical request
-    # A request is a chain of callbacks, not a SimPy process: an attempt waits for a
-    # connection, is sent, and ends (response, error or timeout); then it is recorded and
-    # either retried after the backoff or the request finishes. No event is spent on
-    # waking a process up, which is most of what a request would otherwise cost.
+    # A request is a chain of callbacks, not a SimPy process: an attempt passes the
+    # policies (breaker, throttle, edge limits), waits for a connection, is sent, and ends
+    # (response, error or timeout); then it is recorded, the policies observe it, and the
+    # request either retries after the backoff (if the budget grants it), hedges, or
+    # finishes. No event is spent on waking a process up, which is most of what a request
+    # would otherwise cost.
 
     def start_request(self, request: Request) -> None:
         """A logical request arrives at this client: its first attempt starts now."""
-        self._start_attempt(request, 1)
+        if self.deadline_s > 0:
+            request.deadline_timer = self.timers.start(self.deadline_s, self._on_deadline, request)
+        if self.budget is not None:
+            self.budget.on_request(self.env.now)
+        if self.hedging is not None:
+            request.hedges = []
+        self._start_attempt(request)
 
-    def _start_attempt(self, request: Request, number: int) -> None:
-        att = Attempt(request, self, number, self.env.now)
+    def _start_attempt(self, request: Request) -> bool:
+        """Pass the in-process policies and start the next attempt; False if one refused it.
+
+        A refusal by the breaker or the adaptive throttle is not an attempt (nothing left the
+        process) and ends the request, unless other hedges of it are still out."""
+        now = self.env.now
+        held = request.retry_held
+        request.retry_held = False
+        generation = None
+        refusal = None
+        breaker = self.breaker
+        if breaker is not None:
+            if breaker.allow(now):
+                generation = breaker.generation
+            else:
+                refusal = "breaker_open"
+        if refusal is None and self.throttle is not None and self.throttle.should_reject(now, self._throttle_uniform.next()):
+            refusal = "throttled"
+            if breaker is not None:      # the breaker wraps the call: a local refusal is its failure
+                breaker.on_result(now, False, 0.0, generation)
+        if refusal is not None:
+            if held:
+                self._release_retry()
+            self.rejected[refusal] += 1
+            if request.outstanding == 0:
+                self._finish_request(request, refusal)
+            return False
+        number = request.attempts + 1
+        att = Attempt(request, self, number, now)
+        att.breaker_generation = generation
+        if held:
+            att.holds_retry = True
+            att.retry_cost = request.retry_cost
         request.attempts = number
         request.current = att
-        if self.client_timeout_s > 0:
-            att.timer = self.timers.start(self.client_timeout_s, self._on_attempt_timeout, att)
+        request.outstanding += 1
+        if request.hedges is not None:
+            request.hedges.append(att)
+        self.active_attempts += 1
+        if self.attempt_timeout_s > 0:
+            att.timer = self.timers.start(self.attempt_timeout_s, self._on_attempt_timeout, att)
+        hedging = self.hedging
+        if hedging is not None and number < self.retry.max_attempts:
+            if request.hedge_timer is not None:
+                request.hedge_timer.cancel()
+            request.hedge_timer = self.timers.start(hedging.delay_s, self._on_hedge_due, request)
+        limits = self.edge_limits
+        if limits is not None and limits.try_acquire(REQUESTS) is not None:
+            limits.force_acquire(REQUESTS)     # held until the attempt ends, like every attempt's
+            self._fail(att, "edge_overflow")
+            return True
         self._get_conn(att)
+        return True
 
     def _get_conn(self, att: Attempt) -> None:
         """getConn: an idle connection, else wait for one while dialling (or for a dial slot)."""
@@ -156,7 +250,12 @@ class ClientInstance:
         if conn is not None:
             self._send(att, conn)
             return
+        limits = self.edge_limits
+        if limits is not None and limits.try_acquire(PENDING) is not None:
+            self._fail(att, "edge_overflow")
+            return
         att.waiting = True
+        self.pending_attempts += 1
         if len(self._wanters) >= self._compact_wanters_at:
             self._compact_wait_queues()
         self._wanters.append(att)
@@ -164,6 +263,12 @@ class ClientInstance:
             self._slot_waiters.append(att)
         else:
             self._start_dial(att)
+
+    def _stop_waiting(self, att: Attempt) -> None:
+        att.waiting = False
+        self.pending_attempts -= 1
+        if self.edge_limits is not None:
+            self.edge_limits.release(PENDING)
 
     def _compact_wait_queues(self) -> None:
         """Drop attempts that stopped waiting (timed out) from the FIFO wait queues: they are
@@ -173,32 +278,151 @@ class ClientInstance:
         self._compact_wanters_at = max(1024, 2 * len(self._wanters))
 
     def _attempt_ended(self, att: Attempt) -> None:
-        """Record the attempt's outcome; retry after the backoff, or finish the request."""
+        """Record the attempt, let the policies observe it; then retry, hedge or finish."""
         world = self.world
         if world.stopped:
             return
         request = att.request
+        now = self.env.now
+        request.outstanding -= 1
+        self.active_attempts -= 1
+        if self.edge_limits is not None:
+            self.edge_limits.release(REQUESTS)
+        if att.holds_retry:
+            att.holds_retry = False
+            self._release_retry()
         kind = att.error
+        status = att.status
         if kind is None:
-            status = att.status
             if 200 <= status < 300:
                 world.record_attempt(att, SUCCESS)
-                world.finish_request(request, SUCCESS)
+                if self.observes:
+                    self._observe(att, now, None, status)
+                if not request.finished:
+                    self._finish_request(request, None)
                 return
             kind = "http_5xx" if status >= 500 else "http_4xx"
         world.record_attempt(att, ERROR_CODE[kind])
-        number = att.number
-        if not self.retry.should_retry(number, kind):
-            world.finish_request(request, ERROR_CODE[kind])
+        if att.cancelled:
+            return            # a hedge that lost: the request's fate was decided by another attempt
+        if self.observes:
+            self._observe(att, now, kind, status)
+        if request.finished:
+            return            # cut by the request's deadline
+        if request.hedges is not None:
+            self._after_hedge_failed(request, att, kind, status)
             return
-        backoff_s = self.retry.backoff_s(number, self._backoff_uniform.next())
-        ev = self.env.timeout(backoff_s, (request, number + 1))
+        if not self.retry.should_retry(att.number, kind, status, self.methods[att.route]):
+            self._finish_request(request, kind)
+            return
+        if not self._grant_retry(request, kind, now):
+            self._finish_request(request, "budget_exhausted")
+            return
+        backoff_s = self.retry.backoff_s(att.number, self._backoff_uniform.next(), request.prev_backoff_s,
+                                         att.retry_after_s)
+        request.prev_backoff_s = backoff_s
+        ev = self.env.timeout(backoff_s, request)
         ev.callbacks.append(self._on_retry_due)
 
+    def _observe(self, att: Attempt, now: float, kind: str | None, status: int) -> None:
+        """The policies learn an attempt's outcome. Breakers count a 4xx as a success (the server
+        answered); adaptive throttling counts a 429 as a rejection; budgets see retryable failures."""
+        if self.breaker is not None:
+            self.breaker.on_result(now, kind is None or kind == "http_4xx", now - att.start_at,
+                                   att.breaker_generation)
+        if self.throttle is not None:
+            self.throttle.on_result(now, kind is None or (kind == "http_4xx" and status != 429))
+        budget = self.budget
+        if budget is not None:
+            if kind is None:
+                budget.on_success(now, att.retry_cost)
+            elif self.retry.retryable(kind, status):
+                budget.on_failure(now, kind)
+
+    def _grant_retry(self, request: Request, kind: str, now: float) -> bool:
+        """Ask the retry budget and the edge's max_retries; on a yes the retry holds both until
+        its attempt ends (Envoy counts a retry from the decision, through the backoff)."""
+        budget = self.budget
+        limits = self.edge_limits
+        if budget is not None and not budget.can_retry(now, kind, active_requests=self.active_attempts,
+                                                       pending_requests=self.pending_attempts):
+            self.retries_denied += 1
+            return False
+        if limits is not None and limits.try_acquire(RETRIES) is not None:
+            self.retries_denied += 1
+            return False
+        request.retry_cost = budget.on_retry(now, kind) if budget is not None else 0
+        request.retry_held = True
+        self.retries_held += 1
+        return True
+
+    def _release_retry(self) -> None:
+        self.retries_held -= 1
+        if self.budget is not None:
+            self.budget.on_retry_done(self.env.now)
+        if self.edge_limits is not None:
+            self.edge_limits.release(RETRIES)
+
     def _on_retry_due(self, event: simpy.Event) -> None:
-        request, number = event.value
-        if not self.world.stopped:
-            self._start_attempt(request, number)
+        request = event.value
+        if request.finished or self.world.stopped:
+            return
+        self._start_attempt(request)
+
+    def _on_hedge_due(self, request: Request) -> None:
+        """The hedging delay passed with the request unanswered: send another copy if allowed."""
+        request.hedge_timer = None
+        if request.finished or self.world.stopped or request.attempts >= self.retry.max_attempts:
+            return
+        if not self.hedging.may_hedge(request.outstanding):
+            return        # the next copy goes when one of those fails
+        if self._grant_retry(request, "hedge", self.env.now):
+            self._start_attempt(request)
+
+    def _after_hedge_failed(self, request: Request, att: Attempt, kind: str, status: int) -> None:
+        """gRFC A6: a fatal failure ends the request; a retryable one sends the next hedge at once;
+        the request fails when no attempt is out and none is left."""
+        retry = self.retry
+        if not (retry.retryable(kind, status) and retry.method_allowed(self.methods[att.route])):
+            self._finish_request(request, kind)
+            return
+        if request.attempts < self.retry.max_attempts:
+            if self._grant_retry(request, kind, self.env.now):
+                self._start_attempt(request)
+                return
+            if request.outstanding == 0:
+                self._finish_request(request, "budget_exhausted")
+            return
+        if request.outstanding == 0:
+            self._finish_request(request, kind)
+
+    def _on_deadline(self, request: Request) -> None:
+        """The overall deadline passed: the request fails; its attempts in flight are cut."""
+        request.deadline_timer = None
+        if request.finished or self.world.stopped:
+            return
+        self._finish_request(request, "deadline_exceeded", cut_as="deadline_exceeded")
+
+    def _finish_request(self, request: Request, kind: str | None, cut_as: str = "cancelled") -> None:
+        """The request ends: success (``kind`` None) or its one error kind. Attempts of it still
+        out end with ``cut_as``: ``cancelled`` for hedges that lost (the policies do not see
+        them), ``deadline_exceeded`` for attempts the deadline cut (they do)."""
+        request.finished = True
+        if request.deadline_timer is not None:
+            request.deadline_timer.cancel()
+            request.deadline_timer = None
+        if request.hedge_timer is not None:
+            request.hedge_timer.cancel()
+            request.hedge_timer = None
+        if request.retry_held:
+            request.retry_held = False
+            self._release_retry()
+        self.world.finish_request(request, SUCCESS if kind is None else ERROR_CODE[kind])
+        if request.outstanding:
+            for other in (request.hedges if request.hedges is not None else (request.current,)):
+                if other is not None and not other.finished:
+                    other.cancelled = cut_as == "cancelled"
+                    self._fail(other, cut_as)
 
     def _finish_attempt(self, att: Attempt) -> None:
         att.finished = True
@@ -219,7 +443,8 @@ class ClientInstance:
             tracer.append((self.env.now, "attempt_failed", att.conn.id if att.conn else None, kind))
         self._finish_attempt(att)
         att.error = kind
-        att.waiting = False
+        if att.waiting:
+            self._stop_waiting(att)
         conn = att.conn
         if conn is not None:
             att.conn = None
@@ -254,7 +479,7 @@ class ClientInstance:
         while wanters:
             att = wanters.popleft()
             if att.waiting:
-                att.waiting = False
+                self._stop_waiting(att)
                 self._send(att, conn)
                 return True
         return False
@@ -444,7 +669,7 @@ class ClientInstance:
         conn = dial.conn
         att = dial.attempt
         if att is not None and att.waiting:
-            att.waiting = False
+            self._stop_waiting(att)
             self._send(att, conn)
         elif not self._give(conn):
             self._put_idle(conn)

@@ -55,6 +55,7 @@ class Exchange:
         "th_timer", "deadline_timer", "detached", "ctx_done", "allocated_b", "caller_gone_at",
         "close_after", "body_ready_at", "body_deadline_at",
         "plan", "op_index", "phase", "token", "waiter", "db_conn", "pool", "query_target",
+        "admitted", "shed_entry",
     )
 
     def __init__(self, server: "ServerProcess", conn: Any, attempt: Any, route: int, start_at: float) -> None:
@@ -82,6 +83,8 @@ class Exchange:
         self.db_conn = None
         self.pool = None
         self.query_target: tuple[str, str] | None = None
+        self.admitted = False        # past the shedding gate (holds one of its slots)
+        self.shed_entry = None       # waiting in the shedding queue
         if attempt is not None:
             attempt.exchange = self
             if attempt.finished:            # the caller gave up while the request was on its way
@@ -96,7 +99,9 @@ class Exchange:
         tracer = self.server.world.tracer
         if tracer is not None:
             tracer.append((self.server.env.now, "ctx_cancelled", self.conn.id, reason))
-        if self.plan is not None and self.plan.honours_context and self.phase != NOT_WAITING:
+        if self.shed_entry is not None:
+            self.server.leave_queue(self)
+        elif self.plan is not None and self.plan.honours_context and self.phase != NOT_WAITING:
             self._abandon_wait()
 
     def deadline_expired(self, _arg: Any = None) -> None:
@@ -175,6 +180,14 @@ class Exchange:
         if self.plan is None:  # a path no route serves
             server.end_handler(self, STATUS_NOT_FOUND)
             return
+        if server.shedding is not None:
+            server.admit(self)        # the shedding gate calls begin_admitted, now or later
+            return
+        self.begin_admitted()
+
+    def begin_admitted(self) -> None:
+        """Past the shedding gate (or with none): injected faults, then the steps."""
+        server = self.server
         faults = server.world.faults
         if faults.any_route_faults:
             service = server.service

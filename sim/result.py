@@ -65,6 +65,8 @@ class Milestones:
     end_at_s: float = 0.0                                      # simulated end (earlier if truncated)
     alive_at_end: bool = True
     restart_pending: bool = False      # dead at the end, but a restart was on its way (crash loop)
+    # circuit breakers: (instant, client index, client instance, new state), in time order
+    breaker_transitions: list[tuple[float, int, int, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -3,8 +3,10 @@
 ``check_references`` runs after typing (``sim.scenario_loader``): clients target
 existing services, route mixes name existing routes, queries name existing
 tables, faults name existing targets, trace files exist (their paths made
-absolute). ``check_supported`` rejects valid scenarios this version of the model
-cannot simulate yet (several services, service-to-service edges).
+absolute), and the policy settings of clients, edges and services agree with
+each other (retries, backoff, hedging, shedding). ``check_supported`` rejects
+valid scenarios this version of the model cannot simulate yet (several
+services, service-to-service edges).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.scenario_error import ScenarioError, name_list, show_value
-from sim.schema import ERROR_KINDS, Scenario
+from sim.schema import ERROR_KINDS, POLICY_REJECTION_KINDS, Scenario
 from sim.units import format_duration, format_size
 
 STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc")
@@ -53,7 +55,7 @@ def check_references(scenario: Scenario, base_dir: Path) -> Scenario:
     for index, edge in enumerate(scenario.edges):
         for role in ("caller", "callee"):
             _require_service(scenario, f"edges.{index}.{role}", getattr(edge, role))
-        _check_retry_on(edge.retry.retry_on, f"edges.{index}.retry.retry_on")
+        _check_policies(edge, f"edges.{index}")
     for index, fault in enumerate(scenario.faults):
         _check_fault(scenario, index, fault)
     return dataclasses.replace(scenario, clients=clients)
@@ -74,6 +76,30 @@ def _check_service(scenario: Scenario, name: str, service: Any) -> None:
                                                     f"(this step sets {shown})")
             if step.query:
                 _require_table(scenario, f"{path}.query", step.query)
+    _check_shedding(service.shedding, f"services.{name}.shedding")
+
+
+def _check_shedding(shedding: Any, path: str) -> None:
+    """The queue settings of server-side shedding agree with each other and with the limit."""
+    if shedding.codel_target > shedding.codel_interval:
+        raise ScenarioError(f"{path}.codel_target", format_duration(shedding.codel_target),
+                            f"{format_duration(shedding.codel_target)} is above codel_interval "
+                            f"({format_duration(shedding.codel_interval)}); codel_target must be "
+                            f"<= codel_interval")
+    if shedding.discipline == "codel" and shedding.queue_timeout > 0:
+        raise ScenarioError(f"{path}.queue_timeout", format_duration(shedding.queue_timeout),
+                            f"{format_duration(shedding.queue_timeout)}: queue_timeout applies to the fifo "
+                            f"and lifo disciplines only; codel times out with codel_target and "
+                            f"codel_interval (set queue_timeout to 0)")
+    if shedding.max_in_flight == 0:
+        if shedding.queue_length > 0:
+            raise ScenarioError(f"{path}.queue_length", shedding.queue_length,
+                                f"{shedding.queue_length}: shedding.queue_length needs max_in_flight > 0 "
+                                f"(max_in_flight 0 is no limit, so nothing would ever wait)")
+        if shedding.discipline != "fifo":
+            raise ScenarioError(f"{path}.discipline", shedding.discipline,
+                                f"{shedding.discipline}: shedding.discipline {shedding.discipline} needs "
+                                f"max_in_flight > 0 (max_in_flight 0 is no limit, so nothing would ever wait)")
 
 
 def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) -> Any:
@@ -99,7 +125,7 @@ def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) ->
         raise ScenarioError(f"{path}.load.profile.until", format_duration(profile.until),
                             f"{format_duration(profile.until)} is before at "
                             f"({format_duration(profile.at)}); a {profile.kind} needs until >= at")
-    _check_retry_on(client.retry.retry_on, f"{path}.retry.retry_on")
+    _check_policies(client, path)
     if not load.trace:
         return client
     trace_path = (base_dir / load.trace).resolve()
@@ -124,11 +150,37 @@ def _check_fault(scenario: Scenario, index: int, fault: Any) -> None:
                                                    f"{fault.target!r}; routes: {name_list(service.routes)}")
 
 
+def _check_policies(edge: Any, path: str) -> None:
+    """The retry and hedging settings of a client or an edge (``path``) agree with each other."""
+    retry = edge.retry
+    _check_retry_on(retry.retry_on, f"{path}.retry.retry_on")
+    for index, status in enumerate(retry.retry_on_status):
+        if not 400 <= status <= 599:
+            raise ScenarioError(f"{path}.retry.retry_on_status.{index}", status,
+                                f"{status} is not an HTTP error status; retry_on_status takes 400..599")
+    if retry.backoff_base > retry.backoff_cap:
+        raise ScenarioError(f"{path}.retry.backoff_base", format_duration(retry.backoff_base),
+                            f"{format_duration(retry.backoff_base)} is above backoff_cap "
+                            f"({format_duration(retry.backoff_cap)}); backoff_base must be <= backoff_cap")
+    if retry.jitter == "decorrelated" and retry.backoff != "exponential":
+        raise ScenarioError(f"{path}.retry.jitter", retry.jitter,
+                            f"decorrelated jitter needs backoff: exponential (backoff is {retry.backoff})")
+    if edge.hedging.enabled and retry.max_attempts < 2:
+        raise ScenarioError(f"{path}.hedging.enabled", True,
+                            f"true: hedging needs retry.max_attempts >= 2 (it is {retry.max_attempts}); "
+                            f"the hedges are attempts 2 to max_attempts")
+
+
 def _check_retry_on(kinds: tuple[str, ...], path: str) -> None:
+    retryable = [kind for kind in ERROR_KINDS if kind not in POLICY_REJECTION_KINDS]
     for index, kind in enumerate(kinds):
+        if kind in POLICY_REJECTION_KINDS:
+            raise ScenarioError(f"{path}.{index}", kind,
+                                f"{kind} is a policy rejection and is never retried; retry_on takes "
+                                f"{', '.join(retryable)}")
         if kind not in ERROR_KINDS:
             raise ScenarioError(f"{path}.{index}", kind,
-                                f"{kind!r} is not an error kind; kinds: {', '.join(ERROR_KINDS)}")
+                                f"{kind!r} is not an error kind; retry_on takes {', '.join(retryable)}")
 
 
 def _require_service(scenario: Scenario, path: str, name: str) -> Any:

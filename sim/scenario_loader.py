@@ -2,11 +2,13 @@
 
 This module owns reading a scenario: YAML syntax, ``extends``, variants,
 ``--set`` overrides, and the type, unit and bound checks of every setting
-against the dataclasses of ``sim.schema``; the checks across settings live in
-``sim.scenario_checks``. Every problem is a ``ScenarioError`` naming
-the dotted path of the setting (``services.api.server.read_timeout``) and the
-bad value. It also writes a scenario back out as complete, explicit data
-(``scenario_to_dict``, ``dump_scenario_yaml``) that loads back to an equal value.
+against the dataclasses of ``sim.schema``, including its tagged unions (a
+``Union`` of dataclasses whose ``kind`` field picks the member); the checks
+across settings live in ``sim.scenario_checks``. Every problem is a
+``ScenarioError`` naming the dotted path of the setting
+(``services.api.server.read_timeout``) and the bad value. It also writes a
+scenario back out as complete, explicit data (``scenario_to_dict``,
+``dump_scenario_yaml``) that loads back to an equal value.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import difflib
 import functools
 import math
 import operator
+import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -166,7 +169,9 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
 
     The value is read as YAML (``4`` is an int, ``3s`` a string). A path through a
     mapping creates or edits that entry; a path through a list indexes it (the
-    index one past the end appends).
+    index one past the end appends). In a block with a ``kind`` (``breaker``,
+    ``retry.budget``) a key must belong to the block's current kind; setting
+    ``kind`` drops the settings of the previous kind that the new one lacks.
     """
     data = copy.deepcopy(data)
     for override in overrides:
@@ -193,6 +198,21 @@ def bounds_text(metadata: typing.Mapping[str, Any], annotation: Any) -> str:
         if bound is not None:
             parts.append(f"{symbol} {_format_bound(bound, annotation)}")
     return " and ".join(parts)
+
+
+def union_members(annotation: Any) -> tuple[type, ...]:
+    """The members of a tagged union (a ``Union`` of dataclasses, each with a ``kind``); ``()`` for other types."""
+    if get_origin(annotation) not in (typing.Union, types.UnionType):
+        return ()
+    members = get_args(annotation)
+    if all(dataclasses.is_dataclass(member) and "kind" in _hints(member) for member in members):
+        return members
+    return ()
+
+
+def member_kinds(member: type) -> tuple[str, ...]:
+    """The ``kind`` values that pick ``member`` (the arguments of its ``Literal``)."""
+    return get_args(_hints(member)["kind"])
 
 
 # ------------------------------------------------------------- typed building
@@ -256,6 +276,9 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         return _convert_dict(value, get_args(annotation), path)
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, path)
+    members = union_members(annotation)
+    if members:
+        return _convert_union(value, members, path)
     if annotation is bool and isinstance(value, bool):
         return value
     if annotation is int and isinstance(value, int) and not isinstance(value, bool):
@@ -300,6 +323,40 @@ def _convert_dict(value: Any, args: tuple[Any, ...], path: str) -> dict[str, Any
     return typed
 
 
+def _convert_union(value: Any, members: tuple[type, ...], path: str) -> Any:
+    """The member of a tagged union that ``value["kind"]`` names, built from ``value``."""
+    if not isinstance(value, dict):
+        raise ScenarioError(path, value, f"{show_quoted(value)} is {_kind(value)}, "
+                                         f"expected {_describe(typing.Union[members])}")
+    kind = value.get("kind", _default_kind(members))
+    member = _member_of(members, kind)
+    if member is None:
+        kind = _convert_literal(kind, _union_kinds(members), _join(path, "kind"))
+        member = _member_of(members, kind)
+    fields = [f.name for f in dataclasses.fields(member)]
+    for key in value:
+        if isinstance(key, str) and key not in fields:
+            raise ScenarioError(_join(path, key), key,
+                                _unknown_union_key(key, members, kind, "kind" not in value, path))
+    return _build(member, value, path)
+
+
+def _union_kinds(members: tuple[type, ...]) -> tuple[str, ...]:
+    return tuple(kind for member in members for kind in member_kinds(member))
+
+
+def _default_kind(members: tuple[type, ...]) -> str:
+    """The kind of a union block that does not say: the first member's default kind."""
+    return next(f.default for f in dataclasses.fields(members[0]) if f.name == "kind")
+
+
+def _member_of(members: tuple[type, ...], kind: Any) -> type | None:
+    """The member that ``kind`` picks, or None when it picks none."""
+    if not isinstance(kind, str):
+        return None
+    return next((member for member in members if kind in member_kinds(member)), None)
+
+
 def _check_bounds(typed: Any, raw: Any, metadata: typing.Mapping[str, Any], annotation: Any,
                   path: str) -> None:
     if isinstance(typed, bool) or not isinstance(typed, (int, float)):
@@ -330,6 +387,9 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
     for depth, segment in enumerate(segments):
         here = ".".join(segments[:depth])
         last = depth == len(segments) - 1
+        members = union_members(annotation)
+        if members:  # a tagged union: the member that the block's kind (or the kind being set) picks
+            annotation = _member_for_set(members, container, segment, value, last, dotted, here, origin)
         origin_type = get_origin(annotation)
         if dataclasses.is_dataclass(annotation):
             fields = {f.name: f for f in dataclasses.fields(annotation)}
@@ -353,7 +413,7 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
                                                    f"appends one (in {origin})")
             key = int(segment)
             if key == len(container):
-                container.append({} if dataclasses.is_dataclass(child_annotation) else None)
+                container.append({} if _is_mapping(child_annotation) else None)
             missing = None
         else:
             raise ScenarioError(dotted, value, f"{here} is a single setting "
@@ -366,8 +426,8 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
             container[key] = missing
         child = container[key]
         wanted = list if get_origin(child_annotation) is tuple else dict
-        if not isinstance(child, wanted) and (dataclasses.is_dataclass(child_annotation)
-                                              or get_origin(child_annotation) in (dict, tuple)):
+        if not isinstance(child, wanted) and (_is_mapping(child_annotation)
+                                              or get_origin(child_annotation) is tuple):
             raise ScenarioError(dotted, value, f"cannot set inside {_join(here, segment)}, which is "
                                                f"{show_value(child)}, not a "
                                                f"{'list' if wanted is list else 'mapping'} (in {origin})")
@@ -375,9 +435,47 @@ def _set_path(data: dict, dotted: str, value: Any, origin: str) -> None:
         annotation = child_annotation
 
 
+def _member_for_set(members: tuple[type, ...], container: dict, segment: str, value: Any, last: bool,
+                    dotted: str, here: str, origin: str) -> type:
+    """The union member through which ``segment`` of a union block ``container`` is set.
+
+    Setting ``kind`` picks the member named by the new value and drops the settings of the
+    previous kind that the new one does not have; any other key must belong to the member
+    of the block's current kind.
+    """
+    current_kind = container.get("kind", _default_kind(members))
+    current = _member_of(members, current_kind)
+    if segment == "kind" and last:
+        member = _member_of(members, value)
+        if member is None:
+            raise ScenarioError(dotted, value, f"{show_value(value)} is not one of "
+                                               f"{', '.join(_union_kinds(members))} (in {origin})")
+        if current is not None and current is not member:
+            kept = {f.name for f in dataclasses.fields(member)}
+            for f in dataclasses.fields(current):
+                if f.name not in kept:
+                    container.pop(f.name, None)
+        return member
+    if current is None:
+        raise ScenarioError(dotted, value, f"cannot set {segment!r}: {_join(here, 'kind')} is "
+                                           f"{show_value(current_kind)}, not one of "
+                                           f"{', '.join(_union_kinds(members))} (in {origin})")
+    if segment not in {f.name for f in dataclasses.fields(current)}:
+        reason = _unknown_union_key(segment, members, current_kind, "kind" not in container, here,
+                                    setting_path=True)
+        raise ScenarioError(dotted, value, f"{reason} (in {origin})")
+    return current
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """Is ``annotation`` written as a mapping in files (a dataclass, a map or a tagged union)?"""
+    return (dataclasses.is_dataclass(annotation) or get_origin(annotation) is dict
+            or bool(union_members(annotation)))
+
+
 def _plain_default(field: dataclasses.Field, annotation: Any) -> Any:
     """The raw (file) form of a field's default, to edit in place when the file omits it."""
-    if dataclasses.is_dataclass(annotation) or get_origin(annotation) is dict:
+    if _is_mapping(annotation):
         return {}
     if field.default_factory is not dataclasses.MISSING:
         return _to_plain(field.default_factory(), annotation)
@@ -397,6 +495,8 @@ def _to_plain(value: Any, annotation: Any) -> Any:
         return int(text) if text.isdigit() else text
     if annotation == Rate or annotation is float:
         return float(value)
+    if union_members(annotation) and dataclasses.is_dataclass(value):
+        annotation = type(value)  # a tagged union: its concrete member, whose kind is exported
     if dataclasses.is_dataclass(annotation):
         hints = _hints(annotation)
         return {f.name: _to_plain(getattr(value, f.name), hints[f.name])
@@ -419,6 +519,29 @@ def _unknown_key(key: str, fields: typing.Iterable[str], path: str) -> str:
     return f"unknown setting {key!r}{where}{hint}; valid keys: {', '.join(fields)}"
 
 
+def _unknown_union_key(key: str, members: tuple[type, ...], kind: Any, kind_omitted: bool,
+                       path: str, setting_path: bool = False) -> str:
+    """A key that the chosen member of a union block does not have, e.g. a setting of another kind.
+
+    ``setting_path``: the key comes from a variant or ``--set`` (where the order of settings matters).
+    """
+    block = path.rpartition(".")[2] or "block"
+    fields = [f.name for f in dataclasses.fields(_member_of(members, kind))]
+    owners = [member_kinds(member)[0] for member in members
+              if key in {f.name for f in dataclasses.fields(member)}]
+    notes = ["the default"] if kind_omitted else []
+    if owners:
+        notes.append(f"{key} is a setting of kind {' or '.join(owners)}")
+        if setting_path:
+            notes.append(f"set {_join(path, 'kind')}={owners[0]} first")
+    else:
+        close = difflib.get_close_matches(key, fields, n=1)
+        notes += [f"did you mean {close[0]}?"] if close else []
+    shown_notes = f" ({'; '.join(notes)})" if notes else ""
+    return (f"unknown setting {key!r} for {block} kind {show_value(kind)}{shown_notes}; "
+            f"valid keys: {', '.join(fields)}")
+
+
 def _describe(annotation: Any) -> str:
     """A type as error messages name it."""
     if annotation == Duration:
@@ -436,6 +559,9 @@ def _describe(annotation: Any) -> str:
         return f"a mapping of name -> {_describe(get_args(annotation)[1])}"
     if dataclasses.is_dataclass(annotation):
         return f"a mapping of {annotation.__name__} settings"
+    members = union_members(annotation)
+    if members:
+        return f"a mapping with kind: one of {', '.join(_union_kinds(members))}"
     return {bool: "true or false", int: "an integer", str: "a string"}.get(annotation, "a value")
 
 

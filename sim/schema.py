@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 Duration = Annotated[float, "duration"]
 Size = Annotated[int, "size"]
@@ -40,8 +40,30 @@ ERROR_KINDS: tuple[str, ...] = (
     "eof",
     "http_4xx",
     "http_5xx",
+    "breaker_open",
+    "throttled",
+    "edge_overflow",
+    "budget_exhausted",
+    "deadline_exceeded",
+    "cancelled",
 )
-"""Every error kind a logical request or an attempt can end with (design.md §4)."""
+"""Every error kind a logical request or an attempt can end with (design.md §4).
+
+The kinds after ``http_5xx`` come from the policy layer (docs/policies.md): ``breaker_open`` (a
+circuit breaker refused the attempt), ``throttled`` (client-side adaptive
+throttling refused it), ``edge_overflow`` (an Envoy-style edge limit on pending or
+outstanding requests refused it: Envoy's local 503), ``budget_exhausted`` (a
+request whose failed attempt the retry policy would retry but the retry budget
+refused; its attempts keep their own kinds) and ``deadline_exceeded`` (the
+overall deadline of a logical request over all its attempts passed). They are
+never retried. ``cancelled`` ends attempts only, never a request: a hedge that
+lost to another attempt of its request. New kinds are appended so that stored
+codes keep their meaning.
+"""
+
+POLICY_REJECTION_KINDS: tuple[str, ...] = ("breaker_open", "throttled", "edge_overflow",
+                                           "budget_exhausted", "deadline_exceeded", "cancelled")
+"""Error kinds made by the policy layer; never retried, so never in ``retry_on``."""
 
 RETRYABLE_KINDS: tuple[str, ...] = (
     "client_timeout",
@@ -157,27 +179,218 @@ class TransportConfig:
     disable_keep_alives: bool = setting(False, "Transport DisableKeepAlives: a new connection per request.")
 
 
+# ---------------------------------------------------------------------- policies
+# Resilience policies of one edge (docs/policies.md). A block with a `kind` is a
+# tagged union: `kind` picks the class, and only that class's keys are accepted.
+
+
+@dataclass(frozen=True)
+class NoRetryBudgetConfig:
+    """No retry budget: every retry the retry policy allows is sent."""
+
+    kind: Literal["none"] = setting("none", "No budget.")
+
+
+@dataclass(frozen=True)
+class RatioRetryBudgetConfig:
+    """Google SRE per-client retry ratio: retries over the window, this one included, <= ratio x requests."""
+
+    kind: Literal["ratio"] = setting("ratio", "SRE retry ratio.")
+    ratio: float = setting(0.1, "Retries allowed per logical request over the window (SRE: 10%).", ge=0)
+    window: Duration = setting(120.0, "Sliding window of the counts (our choice: the 2 min window of SRE adaptive throttling).", gt=0)
+
+
+@dataclass(frozen=True)
+class FinagleRetryBudgetConfig:
+    """Finagle RetryBudget (Linkerd uses the same): deposits per request, withdrawals per retry, both expiring after the ttl."""
+
+    kind: Literal["finagle", "linkerd"] = setting("finagle", "finagle or linkerd (same rules and defaults).")
+    ttl: Duration = setting(10.0, "How long deposits and withdrawals count (Finagle: 1s to 60s).", ge=1, le=60)
+    min_retries_per_s: float = setting(10.0, "Retries per second allowed whatever the request rate (the reserve).", ge=0)
+    percent_can_retry: float = setting(0.2, "Retries as a fraction of requests (0.2 = 20%).", ge=0, le=1000)
+
+
+@dataclass(frozen=True)
+class EnvoyRetryBudgetConfig:
+    """Envoy cluster RetryBudget: retries outstanding < max(budget_percent% x (active + pending), min_retry_concurrency)."""
+
+    kind: Literal["envoy"] = setting("envoy", "Envoy retry budget.")
+    budget_percent: float = setting(20.0, "Share of active plus pending requests that may be retries, in percent.", ge=0, le=100)
+    min_retry_concurrency: int = setting(3, "Retries allowed outstanding whatever the load.", ge=0)
+
+
+@dataclass(frozen=True)
+class GrpcRetryThrottlingConfig:
+    """gRPC retry throttling (gRFC A6): failures take a token, successes add token_ratio; no retries or hedges at or below max_tokens/2."""
+
+    kind: Literal["grpc"] = setting("grpc", "gRPC retry throttling.")
+    max_tokens: float = setting(10.0, "Bucket size and starting level.", gt=0, le=1000)
+    token_ratio: float = setting(0.1, "Tokens a success adds (three decimals kept).", gt=0)
+
+
+@dataclass(frozen=True)
+class AwsRetryQuotaConfig:
+    """aws-sdk-go-v2 standard retryer's retry quota."""
+
+    kind: Literal["aws"] = setting("aws", "AWS SDK retry quota.")
+    tokens: int = setting(500, "Bucket capacity and starting level.", ge=0)
+    retry_cost: int = setting(5, "Tokens a retry after a non-timeout error takes.", ge=0)
+    timeout_cost: int = setting(10, "Tokens a retry after a timeout takes.", ge=0)
+    no_retry_increment: int = setting(1, "Tokens a successful attempt returns.", ge=0)
+    increment_on_retry_success: bool = setting(True, "A successful retry returns its cost and the increment (current SDK); false: its cost only (older SDKs).")
+
+
+RetryBudgetConfig = Union[NoRetryBudgetConfig, RatioRetryBudgetConfig, FinagleRetryBudgetConfig,
+                          EnvoyRetryBudgetConfig, GrpcRetryThrottlingConfig, AwsRetryQuotaConfig]
+
+
 @dataclass(frozen=True)
 class RetryConfig:
-    """Basic application-level retries of one edge (the policy library extends this)."""
+    """Application-level retries of one edge: attempts, what is retried, backoff, deadline, budget."""
 
-    max_attempts: int = setting(1, "Attempts per logical request, the first included; 1 = no retries.", ge=1)
-    retry_on: tuple[str, ...] = setting(RETRYABLE_KINDS, f"Error kinds that are retried; any of {', '.join(ERROR_KINDS)}.")
-    backoff: Literal["none", "exponential"] = setting("none", "none: retry at once. exponential: base * 2^(retry-1), capped.")
-    backoff_base: Duration = setting(0.1, "Exponential backoff base.", ge=0)
-    backoff_cap: Duration = setting(10.0, "Exponential backoff cap.", ge=0)
-    jitter: Literal["none", "full"] = setting("full", "full: sleep U(0, backoff) (AWS full jitter). none: sleep exactly the backoff.")
+    max_attempts: int = setting(1, "Attempts per logical request, the first included (hedges included when hedging is on); 1 = no retries.", ge=1)
+    retry_on: tuple[str, ...] = setting(RETRYABLE_KINDS, f"Error kinds that are retried; any of {', '.join(RETRYABLE_KINDS)}. Policy rejections ({', '.join(POLICY_REJECTION_KINDS)}) are never retried.")
+    retry_on_status: tuple[int, ...] = setting((), "For http_4xx and http_5xx: only these statuses are retried (e.g. [429, 502, 503, 504]); empty = every status of the kinds in retry_on.")
+    retry_non_idempotent: bool = setting(False, "Retry POST, PUT, PATCH and DELETE routes too; false: only GET, HEAD, OPTIONS, TRACE are retried.")
+    per_try_timeout: Duration = setting(0.0, "Deadline of each attempt, on top of transport.client_timeout (which is per attempt too); 0 = none.", ge=0)
+    deadline: Duration = setting(0.0, "Overall deadline of a logical request over all its attempts and backoffs (a context.WithTimeout around the retry loop); when it passes, the attempts in flight are cancelled and the request fails with deadline_exceeded (a backoff sleep is cut short by it too); 0 = none.", ge=0)
+    backoff: Literal["none", "constant", "exponential"] = setting("none", "none: retry at once. constant: backoff_base (at most backoff_cap). exponential: backoff_base x backoff_multiplier^(retry-1), at most backoff_cap.")
+    backoff_base: Duration = setting(0.1, "Backoff base (the first retry's ceiling).", ge=0)
+    backoff_cap: Duration = setting(10.0, "Backoff cap.", ge=0)
+    backoff_multiplier: float = setting(2.0, "Exponential growth per retry.", ge=1)
+    jitter: Literal["none", "full", "equal", "decorrelated", "grpc"] = setting("full", "none: the ceiling. full: U(0, ceiling). equal: ceiling/2 + U(0, ceiling/2). decorrelated: min(cap, U(base, 3 x previous sleep)) (exponential only). grpc: ceiling x U(0.8, 1.2).")
+    honour_retry_after: bool = setting(False, "A response carrying Retry-After (or gRPC pushback) sets the sleep before the retry to at least its value.")
+    budget: RetryBudgetConfig = setting(NoRetryBudgetConfig(), "Retry budget shared by the logical requests of each client process: kind none, ratio, finagle, linkerd, envoy, grpc or aws.")
+
+
+@dataclass(frozen=True)
+class HedgingConfig:
+    """Hedged requests (gRFC A6, The Tail at Scale): more copies of a slow attempt; the first answer wins."""
+
+    enabled: bool = setting(False, "Hedge: attempts 2..retry.max_attempts are sent `delay` apart while the request is unanswered, instead of after failures; a retryable failure sends the next hedge at once.")
+    delay: Duration = setting(0.05, "Wait after each attempt before the next hedge.", ge=0)
+    max_outstanding: int = setting(2, "Attempts of one logical request in flight at once, the original included.", ge=1)
+
+
+@dataclass(frozen=True)
+class AdaptiveThrottleConfig:
+    """Google SRE client-side adaptive throttling: reject locally with P = max(0, (requests - k x accepts) / (requests + 1))."""
+
+    enabled: bool = setting(False, "Throttle attempts locally (they fail with `throttled`).")
+    k: float = setting(2.0, "Accepts multiplier (SRE: 2; lower is more aggressive).", gt=0)
+    window: Duration = setting(120.0, "Sliding window of the request and accept counts (SRE: 2 min).", gt=0)
+
+
+@dataclass(frozen=True)
+class NoBreakerConfig:
+    """No circuit breaker."""
+
+    kind: Literal["none"] = setting("none", "No breaker.")
+
+
+@dataclass(frozen=True)
+class GoBreakerConfig:
+    """sony/gobreaker: trips on consecutive failures; half-open admits max_requests."""
+
+    kind: Literal["gobreaker"] = setting("gobreaker", "sony/gobreaker.")
+    max_requests: int = setting(1, "MaxRequests: calls admitted while half-open; that many consecutive successes close it.", ge=1)
+    interval: Duration = setting(0.0, "Interval: cyclic clearing of the closed-state counts; 0 = only on state changes.", ge=0)
+    timeout: Duration = setting(60.0, "Timeout: open -> half-open after this.", gt=0)
+    trip_after_consecutive_failures: int = setting(6, "Default ReadyToTrip: ConsecutiveFailures > 5, i.e. the 6th consecutive failure trips.", ge=1)
+
+
+@dataclass(frozen=True)
+class HystrixBreakerConfig:
+    """Netflix Hystrix: rolling error percentage, checked at health snapshots; one probe after the sleep window."""
+
+    kind: Literal["hystrix"] = setting("hystrix", "Netflix Hystrix.")
+    rolling_window: Duration = setting(10.0, "metrics.rollingStats.timeInMilliseconds.", gt=0)
+    n_buckets: int = setting(10, "metrics.rollingStats.numBuckets.", ge=1)
+    request_volume_threshold: int = setting(20, "circuitBreaker.requestVolumeThreshold: calls in the window before it may trip.", ge=0)
+    error_threshold_percentage: float = setting(50.0, "circuitBreaker.errorThresholdPercentage.", ge=0, le=100)
+    sleep_window: Duration = setting(5.0, "circuitBreaker.sleepWindowInMilliseconds: then exactly one probe is let through.", gt=0)
+    health_snapshot_interval: Duration = setting(0.5, "metrics.healthSnapshot.intervalInMilliseconds: the trip check runs at these instants.", gt=0)
+
+
+@dataclass(frozen=True)
+class Resilience4jBreakerConfig:
+    """resilience4j CircuitBreaker: failure-rate and slow-call-rate thresholds over a count or time window."""
+
+    kind: Literal["resilience4j"] = setting("resilience4j", "resilience4j.")
+    failure_rate_threshold: float = setting(50.0, "failureRateThreshold, percent.", gt=0, le=100)
+    slow_call_rate_threshold: float = setting(100.0, "slowCallRateThreshold, percent.", gt=0, le=100)
+    slow_call_duration_threshold: Duration = setting(60.0, "slowCallDurationThreshold: a call longer than this is slow.", ge=0)
+    wait_in_open: Duration = setting(60.0, "waitDurationInOpenState.", gt=0)
+    permitted_calls_in_half_open: int = setting(10, "permittedNumberOfCallsInHalfOpenState.", ge=1)
+    minimum_calls: int = setting(100, "minimumNumberOfCalls before rates are judged.", ge=1)
+    sliding_window_size: int = setting(100, "slidingWindowSize: calls (count) or seconds (time).", ge=1)
+    sliding_window_type: Literal["count", "time"] = setting("count", "slidingWindowType: COUNT_BASED or TIME_BASED.")
+    max_wait_in_half_open: Duration = setting(0.0, "maxWaitDurationInHalfOpenState: back to open after this; 0 = wait for the permitted calls.", ge=0)
+    automatic_transition: bool = setting(False, "automaticTransitionFromOpenToHalfOpenEnabled.")
+
+
+@dataclass(frozen=True)
+class SentinelBreakerConfig:
+    """Alibaba Sentinel degrade rule: slow ratio, error ratio or error count in one stat interval; one probe."""
+
+    kind: Literal["sentinel"] = setting("sentinel", "Alibaba Sentinel.")
+    grade: Literal["slow_ratio", "error_ratio", "error_count"] = setting("slow_ratio", "The rule's grade (0, 1, 2).")
+    max_rt: Duration = setting(1.0, "slow_ratio: a call slower than this is slow (Sentinel count, in ms).", ge=0)
+    slow_ratio_threshold: float = setting(1.0, "slow_ratio: trip above this share of slow calls.", ge=0, le=1)
+    error_ratio_threshold: float = setting(0.5, "error_ratio: trip above this share of errors.", ge=0, le=1)
+    error_count_threshold: int = setting(5, "error_count: trip above this many errors.", ge=0)
+    recovery_timeout: Duration = setting(10.0, "timeWindow: open -> half-open after this.", gt=0)
+    min_request_amount: int = setting(5, "minRequestAmount: calls in the interval before it may trip.", ge=1)
+    stat_interval: Duration = setting(1.0, "statIntervalMs: the statistics window.", gt=0)
+
+
+@dataclass(frozen=True)
+class DualMetricBreakerConfig:
+    """The incident write-up's breaker (scenarios.md S7): success rate and P99 over consecutive windows, exponential open time, probe batches."""
+
+    kind: Literal["dual_metric"] = setting("dual_metric", "The write-up's dual-metric breaker.")
+    sampling_window: Duration = setting(1.0, "Length of a sampling window (our choice).", gt=0)
+    trip_success_rate_below: float = setting(0.90, "A window is bad below this success rate.", ge=0, le=1)
+    trip_p99_above: Duration = setting(2.0, "... or above this P99.", ge=0)
+    n_bad_windows_to_trip: int = setting(3, "Consecutive bad windows that trip it.", ge=1)
+    min_calls_per_window: int = setting(1, "A window with fewer results is not judged (our choice).", ge=1)
+    base_open: Duration = setting(60.0, "Open time after the first trip; doubled at each reopening.", gt=0)
+    max_open: Duration = setting(3840.0, "Cap of the open time (our choice; the write-up has none).", gt=0)
+    probe_batch_size: int = setting(3, "Probes per half-open batch.", ge=1)
+    probe_interval: Duration = setting(30.0, "Between probe batches.", gt=0)
+    probe_results_to_decide: int = setting(0, "Probe results before deciding; 0 = one batch.", ge=0)
+    close_success_rate_at_least: float = setting(0.95, "Close when probes succeed at least this often ...", ge=0, le=1)
+    close_p99_at_most: Duration = setting(1.2, "... and their P99 is at most this.", ge=0)
+
+
+BreakerConfig = Union[NoBreakerConfig, GoBreakerConfig, HystrixBreakerConfig, Resilience4jBreakerConfig,
+                      SentinelBreakerConfig, DualMetricBreakerConfig]
+
+
+@dataclass(frozen=True)
+class EdgeLimitsConfig:
+    """Envoy-style cluster circuit breakers of one edge: concurrency limits that reject locally."""
+
+    enabled: bool = setting(False, "Apply the limits (Envoy's defaults below; a Go client has none).")
+    max_connections: int = setting(1024, "Connections open or dialling; beyond it requests wait for one (like MaxConnsPerHost).", ge=1)
+    max_pending_requests: int = setting(1024, "Attempts waiting for a connection; one more fails at once with edge_overflow.", ge=0)
+    max_requests: int = setting(1024, "Attempts outstanding; one more fails at once with edge_overflow.", ge=1)
+    max_retries: int = setting(3, "Retries outstanding (from the decision to the end of the retry attempt); one more is not made (the request fails with budget_exhausted).", ge=0)
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """A source of load that calls one service through one edge (transport + policy)."""
+    """A source of load that calls one service through one edge (transport + policies)."""
 
     target: str = setting("", "Name of the service this client calls.")
-    instances: int = setting(1, "Client processes, each with its own connection pool (Transport); the load is split evenly.", ge=1)
+    instances: int = setting(1, "Client processes, each with its own connection pool (Transport) and its own policy state; the load is split evenly.", ge=1)
     load: LoadConfig = setting(LoadConfig(), "The offered load.")
     transport: TransportConfig = setting(TransportConfig(), "Transport and client timeouts.")
-    retry: RetryConfig = setting(RetryConfig(), "Retries.")
+    retry: RetryConfig = setting(RetryConfig(), "Retries, backoff, deadline and retry budget.")
+    hedging: HedgingConfig = setting(HedgingConfig(), "Hedged requests.")
+    throttle: AdaptiveThrottleConfig = setting(AdaptiveThrottleConfig(), "Client-side adaptive throttling.")
+    breaker: BreakerConfig = setting(NoBreakerConfig(), "Circuit breaker of each client process: kind none, gobreaker, hystrix, resilience4j, sentinel or dual_metric.")
+    edge_limits: EdgeLimitsConfig = setting(EdgeLimitsConfig(), "Envoy-style concurrency limits.")
 
 
 @dataclass(frozen=True)
@@ -188,6 +401,10 @@ class EdgeConfig:
     callee: str = setting("", "Called service.")
     transport: TransportConfig = setting(TransportConfig(), "The caller's transport for this edge.")
     retry: RetryConfig = setting(RetryConfig(), "The caller's retries on this edge.")
+    hedging: HedgingConfig = setting(HedgingConfig(), "Hedged requests.")
+    throttle: AdaptiveThrottleConfig = setting(AdaptiveThrottleConfig(), "Client-side adaptive throttling.")
+    breaker: BreakerConfig = setting(NoBreakerConfig(), "Circuit breaker.")
+    edge_limits: EdgeLimitsConfig = setting(EdgeLimitsConfig(), "Envoy-style concurrency limits.")
 
 
 # ----------------------------------------------------------------------- service
@@ -269,6 +486,19 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
+class SheddingConfig:
+    """Server-side load shedding in front of the handlers (a bulkhead middleware; Go's net/http has none)."""
+
+    max_in_flight: int = setting(0, "Handlers running at once; beyond it requests queue or get a 503. 0 = no limit (no shedding).", ge=0)
+    queue_length: int = setting(0, "Requests that may wait for a slot; one more gets a 503 at once. 0 = no queue.", ge=0)
+    discipline: Literal["fifo", "lifo", "codel"] = setting("fifo", "Queue order. codel: Fail at Scale's controlled delay with adaptive LIFO (queue timeout codel_target when the queue has not been empty for codel_interval, else codel_interval).")
+    queue_timeout: Duration = setting(0.0, "fifo, lifo: a request waiting longer gets a 503; 0 = none.", ge=0)
+    codel_target: Duration = setting(0.005, "codel: the short queue timeout under overload (M, 5 ms).", ge=0)
+    codel_interval: Duration = setting(0.1, "codel: the long queue timeout and the overload interval (N, 100 ms).", gt=0)
+    retry_after: Duration = setting(0.0, "Retry-After carried by the shed 503s (rounded up to whole seconds, as the header has); 0 = none.", ge=0)
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """A Go HTTP service: server settings, CPU, memory, fds, routes and DB pools."""
 
@@ -280,6 +510,7 @@ class ServiceConfig:
     fd_limit: int = setting(524288, "RLIMIT_NOFILE as the process runs (Go raises the soft limit to the hard one); fds: 3 stdio + listener + connections + DB connections.", ge=8)
     routes: dict[str, RouteConfig] = setting({}, "Routes by name.")
     pools: dict[str, PoolConfig] = setting({}, "database/sql pools by database name; a database used without an entry gets the defaults.")
+    shedding: SheddingConfig = setting(SheddingConfig(), "Load shedding in front of the handlers.")
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,22 @@
 
 This module owns the Markdown reference of every scenario setting: it walks the
 dataclasses from ``Scenario`` down (depth first, each class once, in the order
-first reached) and writes one section per class with a table of its keys, types,
-defaults, bounds and documentation. Run ``python -m sim.schema_docs >
-docs/scenario.md`` after changing the schema; a test checks the file is current.
+first reached; each member of a tagged union such as ``breaker`` in turn) and
+writes one section per class with a table of its keys, types, defaults, bounds
+and documentation. Run ``python -m sim.schema_docs > docs/scenario.md`` after
+changing the schema; a test checks the file is current.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import sys
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from sim.scenario_loader import bounds_text
+from sim.scenario_loader import bounds_text, member_kinds, union_members
 from sim.schema import Duration, Rate, Scenario, Size
 from sim.units import format_duration, format_size
 
@@ -53,6 +55,20 @@ variants:
     clients.web.retry.max_attempts: 3
 ```
 
+Some blocks, such as `breaker` and `retry.budget`, are chosen by their `kind`:
+each kind has its own section below and only its keys are accepted (a key of
+another kind is an error that names the kind). A block without `kind` is the
+first kind listed, which is `none`. With `--set` or in a variant, set `kind`
+before the keys of that kind; setting `kind` drops the settings of the previous
+kind that the new one does not have.
+
+```yaml
+clients:
+  web:
+    breaker: {kind: hystrix, sleep_window: 5s}
+    retry: {max_attempts: 3, budget: {kind: envoy, budget_percent: 30}}
+```
+
 A file can start from another with a top-level `extends: other.yaml` (a path
 relative to the file's own folder). The other file is read first and this file's
 keys are merged over it: mappings key by key, lists and plain values replaced
@@ -72,10 +88,11 @@ services:
 
 def render_scenario_docs() -> str:
     """The full Markdown reference of the scenario schema."""
-    order, places = _walk(Scenario)
+    order, places, blocks = _walk(Scenario)
+    titles = {cls: _title(cls, blocks.get(cls)) for cls in order}
     sections = [INTRODUCTION]
     for cls in order:
-        sections.append(_render_section(cls, places[cls]))
+        sections.append(_render_section(cls, places[cls], titles))
     return "\n".join(sections)
 
 
@@ -84,10 +101,14 @@ def reachable_dataclasses() -> list[type]:
     return _walk(Scenario)[0]
 
 
-def _walk(root: type) -> tuple[list[type], dict[type, list[str]]]:
-    """Dataclasses depth first from ``root``, and the YAML paths at which each appears."""
+def _walk(root: type) -> tuple[list[type], dict[type, list[str]], dict[type, str]]:
+    """Dataclasses depth first from ``root``, the YAML paths of each, and the block of union members.
+
+    The block is the key that holds a tagged union (``breaker``, ``budget``), by member class.
+    """
     order: list[type] = []
     places: dict[type, list[str]] = {}
+    blocks: dict[type, str] = {}
 
     def visit(cls: type, path: str) -> None:
         first = cls not in places
@@ -98,11 +119,15 @@ def _walk(root: type) -> tuple[list[type], dict[type, list[str]]]:
         hints = typing.get_type_hints(cls, include_extras=True)
         for f in dataclasses.fields(cls):
             inner, suffix = _element(hints[f.name])
+            child = f"{path}.{f.name}{suffix}" if path else f"{f.name}{suffix}"
             if dataclasses.is_dataclass(inner):
-                visit(inner, f"{path}.{f.name}{suffix}" if path else f"{f.name}{suffix}")
+                visit(inner, child)
+            for member in union_members(inner):
+                blocks.setdefault(member, f.name)
+                visit(member, child)
 
     visit(root, "")
-    return order, places
+    return order, places, blocks
 
 
 def _element(annotation: Any) -> tuple[Any, str]:
@@ -118,8 +143,25 @@ def _element(annotation: Any) -> tuple[Any, str]:
             return annotation, suffix
 
 
-def _render_section(cls: type, paths: list[str]) -> str:
-    lines = [f"## {cls.__name__}", ""]
+def _title(cls: type, block: str | None) -> str:
+    """A section title: the class name, and for a union member the kinds that pick it."""
+    if block is None:
+        return cls.__name__
+    kinds = " or ".join(f"`{kind}`" for kind in member_kinds(cls))
+    return f"{cls.__name__} ({block} kind {kinds})"
+
+
+def _anchor(title: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def _link(cls: type, text: str, titles: dict[type, str]) -> str:
+    return f"[{text}](#{_anchor(titles.get(cls, cls.__name__))})"
+
+
+def _render_section(cls: type, paths: list[str], titles: dict[type, str]) -> str:
+    lines = [f"## {titles[cls]}", ""]
     if paths != [""]:
         where = ", ".join(f"`{path}`" for path in paths)
         lines += [f"Used at {where}.", ""]
@@ -130,13 +172,13 @@ def _render_section(cls: type, paths: list[str]) -> str:
     for f in dataclasses.fields(cls):
         annotation = hints[f.name]
         bounds = bounds_text(f.metadata, annotation)
-        cells = [f"`{f.name}`", _type_name(annotation), _default_text(f, annotation),
+        cells = [f"`{f.name}`", _type_name(annotation, titles), _default_text(f, annotation),
                  bounds.replace(" and ", ", "), f.metadata.get("doc", "")]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: Any, titles: dict[type, str]) -> str:
     if annotation == Duration:
         return "duration"
     if annotation == Size:
@@ -149,11 +191,15 @@ def _type_name(annotation: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(f"`{value}`" for value in get_args(annotation))
     if origin is tuple:
-        return f"list of {_type_name(get_args(annotation)[0])}"
+        return f"list of {_type_name(get_args(annotation)[0], titles)}"
     if origin is dict:
-        return f"map of name -> {_type_name(get_args(annotation)[1])}"
+        return f"map of name -> {_type_name(get_args(annotation)[1], titles)}"
     if dataclasses.is_dataclass(annotation):
-        return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+        return _link(annotation, annotation.__name__, titles)
+    members = union_members(annotation)
+    if members:
+        return "one of: kind " + " | ".join(_link(member, f"`{kind}`", titles)
+                                             for member in members for kind in member_kinds(member))
     return {bool: "bool", int: "int", float: "float", str: "string"}.get(annotation, str(annotation))
 
 
@@ -161,6 +207,8 @@ def _default_text(f: dataclasses.Field, annotation: Any) -> str:
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if dataclasses.is_dataclass(annotation):
         return "see section"
+    if union_members(annotation):
+        return f"`kind: {default.kind}`"
     return f"`{_value_text(default, annotation)}`"
 
 

@@ -27,6 +27,7 @@ The handler itself (steps, queries, cancellation) lives in ``sim.handler``.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from sim.cpu import Cores
 from sim.dbpool import SqlPool
 from sim.gc import GarbageCollector
 from sim.handler import Exchange
+from sim.policies import make_shedding
 from sim.schema import PoolConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -105,6 +107,15 @@ class ServerProcess:
                 self.env, cfg.pools.get(db_name, PoolConfig()), db.rtt, self._take_fd, self._release_fd,
                 world.streams.uniform(f"service.{service.name}.pool.{db_name}.pick").next)
         self._oom_pending = False
+        # load shedding in front of the handlers (sim.shedding); None = Go's default, no gate
+        self.shedding = make_shedding(cfg.shedding)
+        self.shed_queue = self.shedding.new_queue(self.env.now) if self.shedding is not None else None
+        self.max_in_flight = cfg.shedding.max_in_flight
+        self.admitted = 0                  # handlers past the gate, still running
+        self.retry_after_s = float(math.ceil(cfg.shedding.retry_after))
+        self._shed_timer = None
+        self._shed_timer_at = math.inf
+        self._admitting = False
         world.peak_fds = max(world.peak_fds, self.fds)
         world.peak_goroutines = max(world.peak_goroutines, self.goroutines)
         world.peak_memory_b = max(world.peak_memory_b, self.memory_b)
@@ -364,6 +375,10 @@ class ServerProcess:
             w.wasted_handler_s += now - max(ex.start_at, ex.caller_gone_at)
         self.inflight -= 1
         self.inflight_by_route[ex.route] -= 1
+        if ex.admitted:
+            ex.admitted = False
+            self.admitted -= 1
+            self._admit_queued()
         if ex.th_timer is not None:
             ex.th_timer.cancel()
             ex.th_timer = None
@@ -377,6 +392,96 @@ class ServerProcess:
             goroutines -= 1
         self.add_goroutines(goroutines, freed_b - self.per_request_b)
         self._write_response(ex, status)
+
+    # ------------------------------------------------------------- shedding
+    # The gate is a middleware around every routed handler: a semaphore of max_in_flight
+    # slots and a bounded queue (sim.shedding). A queued request waits in a select on its
+    # context too, so a caller that goes (or a TimeoutHandler 503) takes it out of the queue.
+
+    def admit(self, ex: Exchange) -> None:
+        """The request reaches the gate: run it, queue it or shed it (503)."""
+        now = self.env.now
+        dropped: list[Exchange] = []
+        self.shed_queue.expire(now, dropped)
+        decision = self.shedding.admit(now, self.admitted, len(self.shed_queue))
+        if decision == "run":
+            self._run_admitted(ex)
+        elif decision == "queue":
+            ex.shed_entry = self.shed_queue.push(now, ex, dropped)
+            if self.world.tracer is not None:
+                self.world.tracer.append((now, "shed_queued", ex.conn.id, len(self.shed_queue)))
+            self._arm_shed_timer()
+        else:
+            self.world.shed_rejected += 1
+            self._shed(ex, "shed_rejected")
+        for gone in dropped:
+            self._drop_queued(gone)
+
+    def _run_admitted(self, ex: Exchange) -> None:
+        ex.admitted = True
+        self.admitted += 1
+        ex.begin_admitted()
+
+    def _shed(self, ex: Exchange, why: str) -> None:
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, why, ex.conn.id, ""))
+        if ex.attempt is not None and self.retry_after_s > 0:
+            ex.attempt.retry_after_s = self.retry_after_s
+        self.end_handler(ex, 503)
+
+    def _drop_queued(self, ex: Exchange) -> None:
+        ex.shed_entry = None
+        self.world.shed_dropped += 1
+        self._shed(ex, "shed_dropped")
+
+    def leave_queue(self, ex: Exchange) -> None:
+        """A queued request's context is done: the middleware returns (nobody reads the answer)."""
+        entry = ex.shed_entry
+        ex.shed_entry = None
+        if entry is not None and self.shed_queue.discard(self.env.now, entry):
+            self.end_handler(ex, 503)
+
+    def _admit_queued(self) -> None:
+        """A slot is free: the next queued request (by the discipline) runs; timed-out ones are shed."""
+        queue = self.shed_queue
+        if queue is None or self._admitting or not self.alive:
+            return
+        self._admitting = True
+        try:
+            now = self.env.now
+            dropped: list[Exchange] = []
+            while self.admitted < self.max_in_flight and self.alive:
+                ex = queue.pop(now, dropped)
+                if ex is None:
+                    break
+                ex.shed_entry = None
+                self._run_admitted(ex)
+            for gone in dropped:
+                self._drop_queued(gone)
+        finally:
+            self._admitting = False
+
+    def _arm_shed_timer(self) -> None:
+        """Wake up when the earliest queued request times out, to shed it at that instant."""
+        due_at = self.shed_queue.next_deadline_at()
+        if due_at is None or due_at >= self._shed_timer_at:
+            return
+        if self._shed_timer is not None:
+            self._shed_timer.cancel()
+        self._shed_timer_at = due_at
+        self._shed_timer = self.timers.start(max(due_at - self.env.now, 0.0), self._on_shed_timer, None)
+
+    def _on_shed_timer(self, _arg: Any) -> None:
+        self._shed_timer = None
+        self._shed_timer_at = math.inf
+        if not self.alive:
+            return
+        dropped: list[Exchange] = []
+        # a request is dropped once its wait *exceeds* its timeout: just after this instant
+        self.shed_queue.expire(math.nextafter(self.env.now, math.inf), dropped)
+        for gone in dropped:
+            self._drop_queued(gone)
+        self._arm_shed_timer()
 
     def _on_timeout_handler(self, ex: Exchange) -> None:
         ex.th_timer = None
@@ -516,3 +621,7 @@ class ServerProcess:
         self.gc.garbage_b = 0.0
         self.inflight = 0
         self.inflight_by_route = [0] * len(self.inflight_by_route)
+        self.admitted = 0
+        if self._shed_timer is not None:
+            self._shed_timer.cancel()
+            self._shed_timer = None

@@ -203,8 +203,9 @@ class RequestQueue(Generic[T]):
         self._trim()
         return out
 
-    def push(self, now_s: float, item: T, dropped: list[T] | None = None) -> None:
-        """Enqueue ``item`` at ``now_s`` (expiring first; drops go to ``dropped``)."""
+    def push(self, now_s: float, item: T, dropped: list[T] | None = None) -> _Entry[T]:
+        """Enqueue ``item`` at ``now_s`` (expiring first; drops go to ``dropped``); returns its
+        entry, the handle for ``discard``."""
         self.expire(now_s, dropped)
         if self._n == 0:
             self.last_empty_at = now_s  # empty right up to this arrival
@@ -215,6 +216,18 @@ class RequestQueue(Generic[T]):
             heapq.heappush(self._deadlines, (now_s + timeout_s, self._seq, entry))
         self._seq += 1
         self._n += 1
+        return entry
+
+    def discard(self, now_s: float, entry: _Entry[T]) -> bool:
+        """Take a queued request out (its caller left); False if it was no longer queued."""
+        if not entry.alive:
+            return False
+        entry.alive = False
+        self._n -= 1
+        if self._n == 0:
+            self.last_empty_at = now_s
+        self._trim()
+        return True
 
     def pop(self, now_s: float, dropped: list[T] | None = None) -> T | None:
         """Next request to serve, or None; timed-out requests are appended to ``dropped``."""

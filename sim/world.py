@@ -23,6 +23,7 @@ from sim.connection import InstantMessage
 from sim.faults import Faults
 from sim.load import OpenLoopSource, start_users
 from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
+from sim.policies import budget_level
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
 from sim.scenario_checks import check_supported
@@ -133,6 +134,8 @@ class World:
         self.client_conns = 0
         self.handler_s = 0.0
         self.wasted_handler_s = 0.0
+        self.shed_rejected = 0
+        self.shed_dropped = 0
         self._conn_ids = 0
         self._request_ids = 0
         self.inflight: dict[int, Request] = {}
@@ -158,9 +161,13 @@ class World:
         self._limits = scenario.limits
         self._progress = progress
         self._progress_reported = 0.0
-        names = self._level_names()
-        self._levels = {name: [] for name in names}
-        self._zero_when_dead = names[1:-2]      # the process's levels; the clients' go on
+        self._all_instances = [inst for insts in self.clients.values() for inst in insts]
+        self._with_breaker = [c for c in self._all_instances if c.breaker is not None]
+        self._with_budget = [c for c in self._all_instances if c.budget is not None]
+        self._with_throttle = [c for c in self._all_instances if c.throttle is not None]
+        process_names, client_names = self._level_names()
+        self._levels = {name: [] for name in ["time_s", *process_names, *client_names]}
+        self._zero_when_dead = process_names      # the process's levels; the clients' go on
 
     # ---------------------------------------------------------------- helpers
     def deliver(self, delay_s: float, callback: Callable[[Any], None], value: Any) -> None:
@@ -257,15 +264,26 @@ class World:
         attempts(req.attempts)
 
     # --------------------------------------------------------------- sampling
-    def _level_names(self) -> list[str]:
+    def _level_names(self) -> tuple[list[str], list[str]]:
+        """Level columns of the server process (zero while it is dead) and of the clients."""
         service = self.service
-        names = ["time_s", "alive", "server_connections", "accept_queue", "open_fds", "goroutines", "memory_mib",
+        names = ["alive", "server_connections", "accept_queue", "open_fds", "goroutines", "memory_mib",
                  "live_heap_mib", "cpu_utilization", "gc_fraction", "inflight_requests"]
         names += [f"inflight.{r}" for r in service.route_names]
         dbs = service.databases_used
         names += [f"db_in_use.{d}" for d in dbs] + [f"db_waiters.{d}" for d in dbs]
-        names += ["client_connections", "client_inflight"]
-        return names
+        if service.config.shedding.max_in_flight:
+            names += ["shed_admitted", "shed_queue_length"]
+        client_names = ["client_connections", "client_inflight"]
+        if self._with_breaker:
+            client_names += ["breakers_open", "breakers_half_open"]
+        if self._with_budget:
+            client_names += ["retry_budget_left"]
+        if self._with_throttle:
+            client_names += ["throttle_reject_probability"]
+        if any(c.edge_limits is not None or c.budget is not None for c in self._all_instances):
+            client_names += ["retries_outstanding"]
+        return names, client_names
 
     def _sample(self):
         """The sampling process: levels every sample_interval, then the guards and progress."""
@@ -308,11 +326,26 @@ class World:
                 pool = proc.pools[d]
                 levels[f"db_in_use.{d}"].append(pool.n_in_use)
                 levels[f"db_waiters.{d}"].append(pool.n_waiters)
+            if proc.shed_queue is not None:
+                levels["shed_admitted"].append(proc.admitted)
+                levels["shed_queue_length"].append(len(proc.shed_queue))
         else:
             for name in self._zero_when_dead:
                 levels[name].append(0.0)
         levels["client_connections"].append(self.client_conns)
         levels["client_inflight"].append(len(self.inflight))
+        if self._with_breaker:
+            states = [c.breaker.state(now) for c in self._with_breaker]
+            levels["breakers_open"].append(states.count("open"))
+            levels["breakers_half_open"].append(states.count("half_open"))
+        if self._with_budget:
+            levels["retry_budget_left"].append(sum(
+                budget_level(c.budget, now, c.active_attempts, c.pending_attempts) for c in self._with_budget))
+        if self._with_throttle:
+            levels["throttle_reject_probability"].append(
+                sum(c.throttle.reject_probability(now) for c in self._with_throttle) / len(self._with_throttle))
+        if "retries_outstanding" in levels:
+            levels["retries_outstanding"].append(sum(c.retries_held for c in self._all_instances))
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)
@@ -361,15 +394,15 @@ class World:
                                            and self.service.config.memory.restart_after > 0)
         for req in self.inflight.values():
             if self._record:
-                att = req.current
-                if att is not None and not att.recorded:    # in flight, or ended at the last instant
-                    c = self._att_cols
-                    c["request_id"].append(req.id)
-                    c["attempt"].append(att.number - 1)
-                    c["start_at"].append(att.start_at)
-                    c["end_at"].append(float("nan"))
-                    c["error"].append(INCOMPLETE)
-                    c["new_conn"].append(1 if att.new_conn else 0)
+                for att in (req.hedges if req.hedges is not None else (req.current,)):
+                    if att is not None and not att.recorded:    # in flight, or ended at the last instant
+                        c = self._att_cols
+                        c["request_id"].append(req.id)
+                        c["attempt"].append(att.number - 1)
+                        c["start_at"].append(att.start_at)
+                        c["end_at"].append(float("nan"))
+                        c["error"].append(INCOMPLETE)
+                        c["new_conn"].append(1 if att.new_conn else 0)
                 self._append_request(req, float("nan"), INCOMPLETE)
         wall_s = time.perf_counter() - self._wall_started
         events = next(env._eid)
@@ -398,7 +431,15 @@ class World:
             "slow_requests_completed": float(self.slow_clients.completed),
             "slow_requests_read_timeout": float(self.slow_clients.read_errors),
             "timers_fired": float(self.timers.fired),
+            "shed_rejected": float(self.shed_rejected),
+            "shed_dropped": float(self.shed_dropped),
+            "retries_denied": float(sum(c.retries_denied for c in self._all_instances)),
+            "breaker_rejections": float(sum(c.rejected["breaker_open"] for c in self._all_instances)),
+            "throttle_rejections": float(sum(c.rejected["throttled"] for c in self._all_instances)),
         }
+        self.milestones.breaker_transitions = sorted(
+            (at_s, c.client_index, c.index, state)
+            for c in self._with_breaker for at_s, state in c.breaker.transitions)
         return RunResult(
             scenario=self.scenario, seed=self.seed, replication=self.replication,
             route_names=self.route_names, client_names=self.client_names,
