@@ -63,6 +63,18 @@ def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     lines.append(f"    fd exhaustion        {at(s['fd_exhausted_at_s'])}")
     lines.append(f"    OOM kill             {at(s['oom_killed_at_s'])}" + (f"   crashes {s['crashes']}" + (", crash loop" if s["crash_loop"] else "") if s["crashes"] else ""))
     lines.append(f"    recovery             {at(s['recovered_at_s'])}")
+    if s["faults_end_at_s"] is not None:
+        lines.append(f"    healthy again        {at(s['healthy_again_at_s'])}"
+                     + (f"   ({s['time_to_recover_s']:.1f} s after the faults ended)"
+                        if s["time_to_recover_s"] is not None else ""))
+    if s["breaker_trips"]:
+        lines.append(f"    breaker trips        {s['breaker_trips']}, first {at(s['first_trip_at_s'])}, "
+                     f"all closed again {at(s['breakers_closed_at_s'])}")
+    policy = [(label, s[key]) for key, label in (("retries_denied", "retries denied by the budget"),
+                                                 ("shed_rejected", "shed at the gate"),
+                                                 ("shed_dropped", "shed from the queue")) if s[key]]
+    if policy:
+        lines.append("    policies             " + ", ".join(f"{label} {value:,}" for label, value in policy))
     if out_dir:
         lines.append("")
         lines.append(f"  report: {out_dir}/report.html   (summary.json, timeseries.csv, requests.parquet, attempts.parquet)")
@@ -80,6 +92,9 @@ COMPARISON_COLUMNS: tuple[tuple[str, str], ...] = (
     ("goroutines", "peak goroutines"),
     ("p99", "P99"),
     ("untouched", "untouched goodput"),
+    ("attempts", "attempts/req"),
+    ("trip", "breaker trip after"),
+    ("healthy", "healthy after faults"),
 )
 
 
@@ -103,6 +118,9 @@ def comparison_row(result: RunResult) -> dict[str, str]:
         "goroutines": f"{s['max_goroutines']:,}",
         "p99": "-" if p99 is None else (f"{p99 / 1000:.1f} s" if p99 >= 1000 else f"{p99:.0f} ms"),
         "untouched": _fmt(untouched_goodput_during_fault_rps(result), "req/s"),
+        "attempts": f"{s['attempts_per_request']:.2f}",
+        "trip": "-" if s["time_to_trip_s"] is None else f"+{s['time_to_trip_s']:.1f} s",
+        "healthy": "never" if s["time_to_recover_s"] is None else f"+{s['time_to_recover_s']:.1f} s",
     }
 
 

@@ -38,6 +38,7 @@ TIMESERIES_PANELS: tuple[tuple[str, str], ...] = (
     ("Latency per window", "ms (log)"),
     ("Errors by kind", "errors/s"),
     ("DB pool", "connections"),
+    ("Resilience policies", "count, or %"),
 )
 COMPARISON_PANELS: tuple[tuple[str, str], ...] = (
     ("Server connections", "connections"),
@@ -260,7 +261,7 @@ def _stack_layout(fig: go.Figure, panels: tuple[tuple[str, str], ...], *, per_pa
 
 
 def timeseries_figure(result: RunResult) -> go.Figure:
-    """The nine stacked panels of one run, with fault windows and milestones."""
+    """The ten stacked panels of one run, with fault windows and milestones."""
     n_rows = len(TIMESERIES_PANELS)
     fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.022,
                         subplot_titles=[title for title, _ in TIMESERIES_PANELS])
@@ -312,6 +313,16 @@ def timeseries_figure(result: RunResult) -> go.Figure:
         _line(fig, 9, t, lv[key], f"in use {key.split('.', 1)[1]}")
     for key in sorted(k for k in lv if k.startswith("db_waiters.")):
         _line(fig, 9, t, lv[key], f"waiters {key.split('.', 1)[1]}", dash="dash")
+    # (10) policy state: breakers, budgets, throttling, shedding (only the configured ones)
+    _line(fig, 10, t, lv.get("breakers_open"), "breakers open", colour="#d62728")
+    _line(fig, 10, t, lv.get("breakers_half_open"), "breakers half-open", colour="#ff7f0e", dash="dot")
+    _line(fig, 10, t, lv.get("retry_budget_left"), "retries the budget allows", colour="#2ca02c")
+    _line(fig, 10, t, lv.get("retries_outstanding"), "retries outstanding", colour="#17becf", dash="dot")
+    throttle = lv.get("throttle_reject_probability")
+    if throttle is not None:
+        _line(fig, 10, t, np.asarray(throttle) * 100.0, "throttle reject %", colour="#9467bd", hover_unit=" %")
+    _line(fig, 10, t, lv.get("shed_admitted"), "handlers past the shedding gate", colour="#8c564b")
+    _line(fig, 10, t, lv.get("shed_queue_length"), "shedding queue", colour="#e377c2", dash="dash")
 
     _shade_faults(fig, result, n_rows)
     _mark_milestones(fig, milestone_marks(result), n_rows)

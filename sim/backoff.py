@@ -68,12 +68,6 @@ class BackoffPolicy:
         if self.jitter == "decorrelated" and self.kind != "exponential":
             raise ValueError("decorrelated jitter is an exponential backoff; use kind 'exponential'")
 
-    @classmethod
-    def from_retry_config(cls, config: object) -> "BackoffPolicy":
-        """The policy equivalent to a ``sim.schema.RetryConfig`` (backoff, backoff_base, backoff_cap, jitter)."""
-        return cls(kind=getattr(config, "backoff"), base_s=getattr(config, "backoff_base"),
-                   cap_s=getattr(config, "backoff_cap"), multiplier=2.0, jitter=getattr(config, "jitter"))
-
     def ceiling_s(self, retry_number: int) -> float:
         """``expo(n)``: the un-jittered delay before retry ``retry_number`` (1 = first retry)."""
         if self.kind == "none":

@@ -47,6 +47,17 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "collapse_time_s",
     "recovered_at_s",
     "outcome",
+    "faults_end_at_s",
+    "goodput_during_fault_rps",
+    "healthy_again_at_s",
+    "time_to_recover_s",
+    "breaker_trips",
+    "first_trip_at_s",
+    "time_to_trip_s",
+    "breakers_closed_at_s",
+    "retries_denied",
+    "shed_rejected",
+    "shed_dropped",
     "crashes",
     "crash_loop",
     "fd_exhausted_at_s",
@@ -187,6 +198,22 @@ def summarize(result: RunResult) -> None:
         k = _first_held(grid_s, healthy, starts_ok, hold_s, end_s)
         recovered_at_s = float(grid_s[k]) if k is not None else None
 
+    # after the faults: how long until the judged traffic is served well again (collapse or not)
+    faults_end_at_s = max((float(f.end_at) for f in milestones.faults), default=None)
+    healthy_again_at_s: float | None = None
+    goodput_during_fault_rps: float | None = None
+    if faults_end_at_s is not None and trigger_at_s is not None:
+        healthy = (offered_n > 0) & (goodput_n >= outcome_cfg.recovery_fraction * offered_n)
+        starts_ok = (grid_s >= faults_end_at_s - _eps(faults_end_at_s)) & _alive_over(grid_s, hold_s, milestones)
+        k = _first_held(grid_s, healthy, starts_ok, hold_s, end_s)
+        healthy_again_at_s = float(grid_s[k]) if k is not None else None
+        fault_s = faults_end_at_s - trigger_at_s
+        if fault_s > 0:
+            ends = end_at[success & in_population]
+            n_during = int(((ends >= trigger_at_s) & (ends <= faults_end_at_s)).sum())
+            goodput_during_fault_rps = n_during / fault_s
+    trips = _breaker_trips(milestones.breaker_transitions, trigger_at_s)
+
     restarts = sorted(float(x) for x in milestones.restarts)
     crash_loop = any(r < kill for kill in kills for r in restarts)
     outcome = _outcome(collapse_at_s, recovered_at_s, kills, milestones, end_s, float(outcome_cfg.watch))
@@ -236,6 +263,19 @@ def summarize(result: RunResult) -> None:
                             if collapse_at_s is not None and trigger_at_s is not None else None),
         "recovered_at_s": _round(recovered_at_s, _INSTANT_DECIMALS),
         "outcome": outcome,
+        "faults_end_at_s": _round(faults_end_at_s, _INSTANT_DECIMALS),
+        "goodput_during_fault_rps": _round(goodput_during_fault_rps, _RATE_DECIMALS),
+        "healthy_again_at_s": _round(healthy_again_at_s, _INSTANT_DECIMALS),
+        "time_to_recover_s": (_round(healthy_again_at_s - faults_end_at_s, _INSTANT_DECIMALS)
+                              if healthy_again_at_s is not None and faults_end_at_s is not None else None),
+        "breaker_trips": trips["trips"],
+        "first_trip_at_s": _round(trips["first_trip_at_s"], _INSTANT_DECIMALS),
+        "time_to_trip_s": (_round(trips["first_trip_at_s"] - trigger_at_s, _INSTANT_DECIMALS)
+                           if trips["first_trip_at_s"] is not None and trigger_at_s is not None else None),
+        "breakers_closed_at_s": _round(trips["closed_at_s"], _INSTANT_DECIMALS),
+        "retries_denied": int(counters.get("retries_denied", 0)),
+        "shed_rejected": int(counters.get("shed_rejected", 0)),
+        "shed_dropped": int(counters.get("shed_dropped", 0)),
         "crashes": len(kills),
         "crash_loop": crash_loop,
         "fd_exhausted_at_s": _round(milestones.fd_exhausted_at_s, _INSTANT_DECIMALS),
@@ -366,6 +406,33 @@ def _outcome(collapse_at_s: float | None, recovered_at_s: float | None, kills: l
         return "recovered"
     faults_over = all(f.end_at <= end_s - watch_s + _eps(end_s) for f in milestones.faults)
     return "metastable" if faults_over else "undecided"
+
+
+# -------------------------------------------------------------------- breakers
+
+
+def _breaker_trips(transitions: list[tuple[float, int, int, str]], trigger_at_s: float | None) -> dict[str, Any]:
+    """Trips (transitions to open, every client process), the first trip at or after the
+    trigger (any, without faults), and the first instant after it at which every breaker
+    that had left closed is closed again (None if some never closed)."""
+    from_s = trigger_at_s if trigger_at_s is not None else -math.inf
+    trips = [at for at, _, _, state in transitions if state == "open"]
+    first = next((at for at in trips if at >= from_s - _eps(from_s if math.isfinite(from_s) else 0.0)), None)
+    closed_at: float | None = None
+    if first is not None:
+        not_closed: set[tuple[int, int]] = set()
+        for at, client, instance, state in transitions:
+            key = (client, instance)
+            if state == "closed":
+                not_closed.discard(key)
+                if at >= first and not not_closed:
+                    closed_at = at
+            else:
+                not_closed.add(key)
+                closed_at = None
+        if not_closed:
+            closed_at = None
+    return {"trips": len(trips), "first_trip_at_s": first, "closed_at_s": closed_at}
 
 
 # --------------------------------------------------------------------- values

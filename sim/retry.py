@@ -9,7 +9,7 @@ the budget lets the retry out is ``sim.retry_budget``; the client asks both.
 
 from __future__ import annotations
 
-from sim.backoff import BackoffPolicy
+from sim.policies import make_backoff
 from sim.schema import POLICY_REJECTION_KINDS, RetryConfig
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -26,8 +26,7 @@ class RetryPolicy:
         self._retry_on = frozenset(config.retry_on) - frozenset(POLICY_REJECTION_KINDS)
         self._statuses = frozenset(config.retry_on_status)
         self.retry_non_idempotent = config.retry_non_idempotent
-        self.backoff = BackoffPolicy(kind=config.backoff, base_s=config.backoff_base, cap_s=config.backoff_cap,
-                                     multiplier=config.backoff_multiplier, jitter=config.jitter)
+        self.backoff = make_backoff(config)
         self.honour_retry_after = config.honour_retry_after
 
     def retryable(self, error_kind: str, status: int = 0) -> bool:

@@ -1,19 +1,21 @@
 """Retry budgets: may this edge send one more retry now? (pure, no SimPy)
 
-This module owns the budget state of one caller -> callee edge, shared by all its
-logical requests: a ratio of retries to requests, Finagle's expiring token bucket
-(which Linkerd uses too), Envoy's cap on concurrent retries, gRPC's retry
-throttling tokens and the AWS SDK retry quota. Whether a failure is retryable at
-all (attempts left, error kind) stays in ``sim.retry.RetryPolicy``; the sleep is
-``sim.backoff``. Sources: semantics.md §7 ("Envoy cluster circuit breakers",
-"gRPC retries (gRFC A6)", "Finagle RetryBudget", "Linkerd budget", "Google SRE")
-and §8 (aws-sdk-go-v2 ``aws/retry/standard.go``). docs/policies/retries.md has the
-formulas and the proposed YAML keys.
+This module owns the budget state of one caller -> callee edge (in the engine: of
+one client process), shared by all its logical requests: a ratio of retries to
+requests, Finagle's expiring token bucket (which Linkerd uses too), Envoy's cap on
+concurrent retries, gRPC's retry throttling tokens and the AWS SDK retry quota.
+Whether a failure is retryable at all (attempts left, error kind) stays in
+``sim.retry.RetryPolicy``; the sleep is ``sim.backoff``. Sources: semantics.md §7
+("Envoy cluster circuit breakers", "gRPC retries (gRFC A6)", "Finagle RetryBudget",
+"Linkerd budget", "Google SRE") and §8 (aws-sdk-go-v2 ``aws/retry/standard.go``).
+docs/policies/retries.md has the formulas. Scenarios pick a budget with
+``retry.budget: {kind: ...}`` (the tagged union ``sim.schema.RetryBudgetConfig``);
+``sim.policies.make_retry_budget`` builds it.
 
 Every budget has the same surface, so the client wires them one way. The clock
 ``now_s`` is passed in; none of them draws random numbers.
 
-- ``on_request(now_s)``: a logical request's first attempt is sent.
+- ``on_request(now_s)``: a logical request starts (its first attempt is about to be sent).
 - ``on_failure(now_s, kind)``: an attempt failed with error ``kind`` (call it before
   ``can_retry`` for that failure: gRPC throttling counts the failure first).
 - ``can_retry(now_s, kind, *, active_requests, pending_requests) -> bool``: may a retry
@@ -120,7 +122,11 @@ class _NoHooks:
 
 
 class UnlimitedBudget(_NoHooks):
-    """No budget: every retry the retry policy allows is sent (today's behaviour)."""
+    """No budget: every retry the retry policy allows is sent.
+
+    What ``retry.budget: {kind: none}`` means; ``sim.policies.make_retry_budget`` builds
+    no object at all for that kind, so the client skips the bookkeeping.
+    """
 
     def can_retry(self, now_s: float, kind: str = "", *, active_requests: int = 0,
                   pending_requests: int = 0) -> bool:
@@ -338,22 +344,3 @@ class AwsRetryQuota(_NoHooks):
             refund = self.no_retry_increment
         self.tokens = min(self.capacity, self.tokens + refund)
 
-
-BUDGET_KINDS: dict[str, type] = {
-    "none": UnlimitedBudget,
-    "ratio": RatioBudget,
-    "finagle": FinagleBudget,
-    "linkerd": FinagleBudget,   # Linkerd: 20 % of requests + 10 retries/s over a 10 s ttl
-    "envoy": EnvoyBudget,
-    "grpc": GrpcThrottle,
-    "aws": AwsRetryQuota,
-}
-
-
-def make_budget(kind: str = "none", **params: float) -> RetryBudget:
-    """A budget from the proposed ``retry.budget: {kind: ..., <params>}`` block (docs/policies/retries.md)."""
-    try:
-        cls = BUDGET_KINDS[kind]
-    except KeyError:
-        raise ValueError(f"retry budget kind {kind!r} is not one of {', '.join(BUDGET_KINDS)}") from None
-    return cls(**params)

@@ -406,6 +406,10 @@ class ServerProcess:
         decision = self.shedding.admit(now, self.admitted, len(self.shed_queue))
         if decision == "run":
             self._run_admitted(ex)
+        elif decision == "queue" and ex.ctx_done:
+            # the caller went before the request reached the gate (its FIN came with it): the
+            # middleware's select on the context returns at once, as for a waiter that goes
+            self.end_handler(ex, 503)
         elif decision == "queue":
             ex.shed_entry = self.shed_queue.push(now, ex, dropped)
             if self.world.tracer is not None:
@@ -476,8 +480,16 @@ class ServerProcess:
         self._shed_timer_at = math.inf
         if not self.alive:
             return
+        # a request is dropped once its wait *exceeds* its timeout: just after this instant, so
+        # after every event already due at it (a handler ending now serves a waiter whose
+        # timeout ends now, whichever of the two was scheduled first)
+        ev = self.env.timeout(0)
+        ev.callbacks.append(self._drop_timed_out)
+
+    def _drop_timed_out(self, _event: Any) -> None:
+        if not self.alive:
+            return
         dropped: list[Exchange] = []
-        # a request is dropped once its wait *exceeds* its timeout: just after this instant
         self.shed_queue.expire(math.nextafter(self.env.now, math.inf), dropped)
         for gone in dropped:
             self._drop_queued(gone)

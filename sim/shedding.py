@@ -24,6 +24,10 @@ passed in; design.md §2, "Resilience" row):
   ``Codel`` (min-delay-over-interval, drop at 2 x target). ``fifo``/``lifo``
   take an optional fixed ``timeout_s``.
 
+Scenarios configure shedding with ``services.<name>.shedding`` (``sim.schema.SheddingConfig``,
+a different class from this module's ``SheddingConfig``); ``sim.policies.make_shedding``
+builds the ``ServerShedding`` from it.
+
 Drops are evaluated lazily at each call but attributed to the instant the
 timeout ran out, so results do not depend on how often the caller polls.
 Operations are O(log n) amortised (a deque for order plus a deadline heap with
@@ -34,11 +38,8 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-
-from sim.units import parse_duration
 
 T = TypeVar("T")
 
@@ -84,28 +85,6 @@ class SheddingConfig:
     def __post_init__(self) -> None:
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ValueError(f"max_in_flight: {self.max_in_flight} must be at least 1")
-
-
-def shedding_from_mapping(raw: Mapping[str, Any]) -> SheddingConfig:
-    """Parse ``services.<name>.server.shedding`` as written in YAML (durations as ``5ms``)."""
-    _no_unknown(raw, {"max_in_flight", "queue"}, "shedding")
-    q = raw.get("queue") or {}
-    _no_unknown(q, {"discipline", "max_length", "timeout", "target", "interval"}, "shedding.queue")
-    timeout = q.get("timeout")
-    queue = QueueConfig(
-        discipline=q.get("discipline", "fifo"),
-        max_length=q.get("max_length", 0),
-        timeout_s=None if timeout is None else parse_duration(timeout),
-        target_s=parse_duration(q["target"]) if "target" in q else CODEL_TARGET_S,
-        interval_s=parse_duration(q["interval"]) if "interval" in q else CODEL_INTERVAL_S,
-    )
-    return SheddingConfig(max_in_flight=raw.get("max_in_flight"), queue=queue)
-
-
-def _no_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
 
 
 class ServerShedding:

@@ -69,6 +69,9 @@ def make_synthetic_run(duration_s: float = 50.0, sample_interval: float = 0.1, n
         "inflight.browse": conns * 0.2, "db_in_use.orders": np.minimum(conns, 10.0),
         "db_waiters.orders": np.maximum(conns - 10, 0.0), "client_connections": conns + 3,
         "client_inflight": conns,
+        "breakers_open": np.where((t >= 12) & (t < 40), 2.0, 0.0),
+        "breakers_half_open": np.where((t >= 40) & (t < 41), 1.0, 0.0),
+        "retry_budget_left": np.where(storm > 0, 0.0, 40.0),
     }
     arr_u = rng.poisson(3, n).astype(float)
     arr_t = rng.poisson(3, n).astype(float)

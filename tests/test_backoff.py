@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sim.backoff import BackoffPolicy
+from sim.policies import make_backoff
 from sim.retry import RetryPolicy
 from sim.schema import RetryConfig
 
@@ -51,11 +52,15 @@ def test_decorrelated_starts_at_base_and_triples():
     assert p.delay_s(5, 0.99, previous_s=0.9) == 1.0             # capped
 
 
-@pytest.mark.parametrize(("backoff", "jitter"), [("none", "full"), ("exponential", "full"), ("exponential", "none")])
+@pytest.mark.parametrize(("backoff", "jitter"), [("none", "full"), ("exponential", "full"), ("exponential", "none"),
+                                                 ("constant", "equal"), ("exponential", "grpc")])
+@pytest.mark.parametrize("multiplier", [2.0, 1.6])
 @pytest.mark.parametrize("u", [0.0, 0.37, 0.999])
-def test_matches_the_existing_retry_policy_seam(backoff, jitter, u):
-    config = RetryConfig(max_attempts=5, backoff=backoff, backoff_base=0.05, backoff_cap=0.3, jitter=jitter)
-    policy = BackoffPolicy.from_retry_config(config)
+def test_the_retry_policy_sleeps_what_the_schema_block_says(backoff, jitter, multiplier, u):
+    config = RetryConfig(max_attempts=5, backoff=backoff, backoff_base=0.05, backoff_cap=0.3,
+                         backoff_multiplier=multiplier, jitter=jitter)
+    policy = make_backoff(config)
+    assert policy == BackoffPolicy(backoff, base_s=0.05, cap_s=0.3, multiplier=multiplier, jitter=jitter)
     for n in range(1, 6):
         assert policy.delay_s(n, u) == RetryPolicy(config).backoff_s(n, u)
 

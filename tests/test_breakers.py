@@ -12,12 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.breakers import KINDS, Breaker, make_breaker
+from policy_scenarios import built_policies, doc_examples, scenario_with
+from sim.breakers import KINDS, Breaker
 from sim.breakers.dual_metric import DualMetricBreaker
 from sim.breakers.gobreaker import GoBreaker
 from sim.breakers.hystrix import HystrixBreaker
 from sim.breakers.resilience4j import Resilience4jBreaker
 from sim.breakers.sentinel import SentinelBreaker
+from sim.scenario_loader import ScenarioError
+
+CLASSES = {"gobreaker": GoBreaker, "hystrix": HystrixBreaker, "resilience4j": Resilience4jBreaker,
+           "sentinel": SentinelBreaker, "dual_metric": DualMetricBreaker}
 
 
 def call(b: Breaker, now_s: float, success: bool, latency_s: float = 0.01) -> bool:
@@ -28,39 +33,65 @@ def call(b: Breaker, now_s: float, success: bool, latency_s: float = 0.01) -> bo
     return True
 
 
-# ------------------------------------------------------------------ factory
+# ------------------------------------------------------------------ scenario blocks
 
 
-def test_factory_builds_every_kind_and_parses_durations() -> None:
-    for kind in KINDS:
-        b = make_breaker(kind)
-        assert isinstance(b, Breaker)
-        assert b.state(0.0) == "closed" and b.transitions == []
-    r = make_breaker("resilience4j", failure_rate_threshold=50, sliding_window_type="count",
-                     sliding_window_size=100, minimum_calls=100, wait_in_open="60s",
-                     permitted_calls_in_half_open=10)
-    assert isinstance(r, Resilience4jBreaker) and r.wait_in_open_s == 60.0
-    g = make_breaker("gobreaker", timeout="1m30s")
-    assert isinstance(g, GoBreaker) and g.timeout_s == 90.0
-    with pytest.raises(ValueError, match="unknown setting"):
-        make_breaker("hystrix", nope=1)
-    with pytest.raises(ValueError, match="unknown breaker kind"):
-        make_breaker("envoy")
+def breaker_from(block: dict) -> Breaker | None:
+    """The breaker sim.policies builds from a client's ``breaker:`` block, loaded as a scenario."""
+    return built_policies(scenario_with({"breaker": block}))["breaker"]
 
 
-def test_yaml_examples_in_the_policy_doc_build() -> None:
-    import re
-    from pathlib import Path
+def scalars(obj: object) -> dict:
+    return {k: v for k, v in vars(obj).items() if isinstance(v, (bool, int, float, str, type(None)))}
 
-    import yaml
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "policies" / "breakers.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.S)
-    assert len(blocks) == len(KINDS)
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schema_defaults_are_the_reference_defaults(kind: str) -> None:
+    b = breaker_from({"kind": kind})
+    assert type(b) is CLASSES[kind]
+    assert b.state(0.0) == "closed" and b.transitions == []
+    assert scalars(b) == scalars(CLASSES[kind]())
+
+
+def test_kind_none_builds_no_breaker() -> None:
+    assert breaker_from({}) is None and breaker_from({"kind": "none"}) is None
+    assert set(CLASSES) == set(KINDS)
+
+
+def test_scenario_durations_become_seconds_and_milliseconds() -> None:
+    r = breaker_from({"kind": "resilience4j", "failure_rate_threshold": 50, "sliding_window_type": "count",
+                      "sliding_window_size": 100, "minimum_calls": 100, "wait_in_open": "60s",
+                      "permitted_calls_in_half_open": 10, "max_wait_in_half_open": "2s"})
+    assert isinstance(r, Resilience4jBreaker) and r.wait_in_open_s == 60.0 and r.max_wait_in_half_open_s == 2.0
+    g = breaker_from({"kind": "gobreaker", "timeout": "1m30s", "interval": "10s"})
+    assert isinstance(g, GoBreaker) and g.timeout_s == 90.0 and g.interval_s == 10.0
+    s = breaker_from({"kind": "sentinel", "max_rt": "1200ms", "recovery_timeout": "5s"})
+    assert isinstance(s, SentinelBreaker) and s.max_rt_ms == pytest.approx(1200.0) and s.recovery_timeout_s == 5.0
+    d = breaker_from({"kind": "dual_metric", "trip_p99_above": "2s", "close_p99_at_most": "1200ms",
+                      "probe_batch_size": 4, "probe_results_to_decide": 0})
+    assert isinstance(d, DualMetricBreaker)
+    assert (d.trip_p99_above_s, d.close_p99_at_most_s, d.probe_results_to_decide) == (2.0, pytest.approx(1.2), 4)
+    h = breaker_from({"kind": "hystrix", "sleep_window": "5s", "health_snapshot_interval": "500ms"})
+    assert isinstance(h, HystrixBreaker) and (h.sleep_window_s, h.health_snapshot_interval_s) == (5.0, 0.5)
+
+
+def test_unknown_settings_and_kinds_are_rejected_by_the_loader() -> None:
+    with pytest.raises(ScenarioError, match="nope"):
+        scenario_with({"breaker": {"kind": "hystrix", "nope": 1}})
+    with pytest.raises(ScenarioError, match="envoy"):
+        scenario_with({"breaker": {"kind": "envoy"}})
+    with pytest.raises(ScenarioError, match="max_rt_ms"):
+        scenario_with({"breaker": {"kind": "sentinel", "max_rt_ms": 1200}})
+
+
+def test_yaml_examples_in_the_policy_doc_load_and_build() -> None:
+    """Every YAML example of docs/policies/breakers.md loads as a scenario and builds its breaker."""
     built = set()
-    for block in blocks:
-        cfg = dict(yaml.safe_load(block)["breaker"])
-        kind = cfg.pop("kind")
-        assert isinstance(make_breaker(kind, **cfg), Breaker)
+    for block in doc_examples("breakers.md"):
+        scenario = scenario_with(block)
+        breaker = built_policies(scenario)["breaker"]
+        kind = scenario.clients["web"].breaker.kind
+        assert isinstance(breaker, CLASSES[kind])
         built.add(kind)
     assert built == set(KINDS)
 

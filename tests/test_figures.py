@@ -34,19 +34,19 @@ def _names(fig: go.Figure) -> set[str]:
     return {trace.name for trace in fig.data}
 
 
-def test_timeseries_has_nine_panels_with_titles_and_units(synthetic_run):
+def test_timeseries_has_ten_panels_with_titles_and_units(synthetic_run):
     fig = timeseries_figure(synthetic_run())
     y_axes = [key for key in fig.layout.to_plotly_json() if key.startswith("yaxis")]
-    assert len(y_axes) == len(TIMESERIES_PANELS) == 9
+    assert len(y_axes) == len(TIMESERIES_PANELS) == 10
     titles = [a.text for a in fig.layout.annotations if a.name is None]
-    assert titles[:9] == [title for title, _ in TIMESERIES_PANELS]
+    assert titles[:10] == [title for title, _ in TIMESERIES_PANELS]
     for row, (_, unit) in enumerate(TIMESERIES_PANELS, start=1):
         axis = fig.layout["yaxis" if row == 1 else f"yaxis{row}"]
         assert axis.title.text == unit
-    assert fig.layout.xaxis9.title.text == "time (s)"
+    assert fig.layout.xaxis10.title.text == "time (s)"
     assert fig.layout.yaxis7.type == "log"
     # every panel has data
-    assert len(_rows_of(fig)) == 9
+    assert len(_rows_of(fig)) == 10
 
 
 def test_timeseries_traces(synthetic_run):
@@ -55,7 +55,8 @@ def test_timeseries_traces(synthetic_run):
     for expected in ("server connections", "accept queue", "open fds", "goroutines", "memory",
                      "CPU utilization", "GC fraction", "offered (untouched)", "goodput (untouched)",
                      "offered (touched)", "goodput (touched)", "P50", "P99", "client_timeout",
-                     "conn_reset", "retries", "in use orders", "waiters orders"):
+                     "conn_reset", "retries", "in use orders", "waiters orders", "breakers open",
+                     "breakers half-open", "retries the budget allows"):
         assert expected in names, expected
     fd_limit = next(t for t in fig.data if t.name.startswith("fd limit"))
     assert fd_limit.line.dash == "dash" and fd_limit.yaxis == "y2"
@@ -74,8 +75,8 @@ def test_timeseries_traces(synthetic_run):
 def test_fault_windows_shade_every_panel_and_are_labelled(synthetic_run):
     fig = timeseries_figure(synthetic_run())
     faults = [s for s in fig.layout.shapes if (s.name or "").startswith("fault:")]
-    assert len(faults) == 9
-    assert {s.yref for s in faults} == {"y domain"} | {f"y{i} domain" for i in range(2, 10)}
+    assert len(faults) == 10
+    assert {s.yref for s in faults} == {"y domain"} | {f"y{i} domain" for i in range(2, 11)}
     assert all(s.x0 == 10.0 and s.x1 == 30.0 for s in faults)
     labels = [a for a in fig.layout.annotations if (a.name or "").startswith("fault:")]
     assert len(labels) == 1 and "db_lock" in labels[0].text
@@ -89,7 +90,7 @@ def test_milestones_are_lines_and_annotations(synthetic_run):
                   "restart 30.0 s", "recovered 40.0 s"):
         assert label in texts
     lines = [s for s in fig.layout.shapes if (s.name or "").startswith("milestone:")]
-    assert len(lines) == 6 * 9
+    assert len(lines) == 6 * 10
     assert [m.kind for m in milestone_marks(run)] == [
         "trigger", "collapse", "fd_exhausted", "oom_kill", "restart", "recovered"]
 
@@ -130,7 +131,7 @@ def test_missing_series_leave_panels_empty_instead_of_failing(synthetic_run):
     run.summary = {}
     run.levels = {"time_s": run.levels["time_s"], "server_connections": run.levels["server_connections"]}
     fig = timeseries_figure(run)
-    assert len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]) == 9
+    assert len([k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]) == 10
     # milestones still come from the engine's Milestones when the summary is missing
     assert "trigger" in [m.kind for m in milestone_marks(run)]
     fig.to_json()

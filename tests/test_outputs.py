@@ -32,6 +32,8 @@ LEVEL_COLUMNS = (
     "time_s", "alive", "server_connections", "accept_queue", "open_fds", "goroutines",
     "memory_mib", "cpu_utilization", "gc_fraction", "inflight_requests", "inflight.<route>",
     "db_in_use.<db>", "db_waiters.<db>", "client_connections", "client_inflight",
+    "shed_admitted", "shed_queue_length", "breakers_open", "breakers_half_open", "retry_budget_left",
+    "throttle_reject_probability", "retries_outstanding",
 )
 
 
@@ -561,7 +563,12 @@ def test_truncation_and_milestones_pass_through():
 # ------------------------------------------------------------ contract and docs
 
 
-EXTRA_KEYS = ("scenario", "seed", "duration_s", "max_accept_queue", "events", "wall_s", "provenance")
+POLICY_KEYS = ("faults_end_at_s", "goodput_during_fault_rps", "healthy_again_at_s", "time_to_recover_s",
+               "breaker_trips", "first_trip_at_s", "time_to_trip_s", "breakers_closed_at_s",
+               "retries_denied", "shed_rejected", "shed_dropped")
+"""Our additions for comparing resilience policies (docs/outputs.md), not in design.md §4."""
+EXTRA_KEYS = ("scenario", "seed", "duration_s", "max_accept_queue", "events", "wall_s", "provenance",
+              *POLICY_KEYS)
 
 
 def design_table_keys() -> list[str]:
@@ -592,7 +599,7 @@ def test_summary_keys_are_the_agreed_list():
         "incomplete", "errors", "max_server_connections", "max_accept_queue", "max_open_fds",
         "max_goroutines", "peak_memory_mib", "max_cpu_utilization", "wasted_work_fraction",
         "trigger_at_s", "collapse_at_s", "collapse_time_s", "recovered_at_s", "outcome",
-        "crashes", "crash_loop", "fd_exhausted_at_s", "oom_killed_at_s", "truncated",
+        *POLICY_KEYS, "crashes", "crash_loop", "fd_exhausted_at_s", "oom_killed_at_s", "truncated",
         "truncated_by", "events", "wall_s", "provenance")
 
 
@@ -608,3 +615,60 @@ def test_docs_mention_every_summary_key_window_series_and_level_column():
     assert not missing, f"docs/outputs.md does not mention: {missing}"
     for output_file in ("summary.json", "timeseries.csv", "requests.parquet", "attempts.parquet", "report.html"):
         assert output_file in text
+
+
+# ------------------------------------------------------- policy comparison keys
+
+
+def test_healthy_again_is_judged_from_the_end_of_the_faults_without_a_collapse():
+    """Failures between 3 s and 3.5 s (too short to collapse with H = 2 s); the fault window
+    is [2 s, 3 s]. Healthy again: the first grid instant t >= 3 s with goodput >= 90% of the
+    offered rate over (u - 1 s, u] for every u in [t, t + 2 s]. Failures complete until
+    3.5 s, so the trailing window is healthy again from u with 0.9 x 100 successes: the
+    window (u - 1, u] must hold >= 90 of its 100 arrivals' completions; the 50 failures
+    leave it from u = 3.5 + 1 - 0.1 = 4.4 s on: 4.4 s is the first such u (the 0.1 s
+    slack is the 10 failures the rule tolerates)."""
+    milestones = Milestones(end_at_s=10.0, trigger_at_s=2.0, faults=[fault(2.0, 3.0)])
+    s = summarized(make_result(steady_traffic(10.0, fail_between=[(3.0, 3.5)]), milestones=milestones))
+    assert s["collapse_at_s"] is None and s["outcome"] == "stable"
+    assert s["faults_end_at_s"] == 3.0
+    assert s["healthy_again_at_s"] == pytest.approx(4.4)
+    assert s["time_to_recover_s"] == pytest.approx(1.4)
+    # successes completing in [2, 3]: 100 rps, all succeed then
+    assert s["goodput_during_fault_rps"] == pytest.approx(100.0, abs=1.0)
+
+
+def test_no_faults_means_no_fault_keys():
+    s = summarized(make_result(steady_traffic(5.0)))
+    for key in ("faults_end_at_s", "goodput_during_fault_rps", "healthy_again_at_s", "time_to_recover_s",
+                "first_trip_at_s", "time_to_trip_s", "breakers_closed_at_s"):
+        assert s[key] is None, key
+    assert s["breaker_trips"] == 0 and s["retries_denied"] == 0
+    assert s["shed_rejected"] == 0 and s["shed_dropped"] == 0
+
+
+def test_breaker_trip_keys_follow_the_transitions_of_every_client_process():
+    """Two processes: process 0 trips at 2.4 s (after the 2 s trigger), process 1 at 2.6 s;
+    a trip at 1.0 s (before the trigger) counts as a trip but not as the first. The last
+    breaker to close again does so at 9.0 s: breakers_closed_at_s = 9.0."""
+    transitions = [(1.0, 0, 1, "open"), (1.5, 0, 1, "half_open"), (1.6, 0, 1, "closed"),
+                   (2.4, 0, 0, "open"), (2.6, 0, 1, "open"), (7.4, 0, 0, "half_open"),
+                   (7.5, 0, 0, "closed"), (8.0, 0, 1, "half_open"), (9.0, 0, 1, "closed")]
+    milestones = Milestones(end_at_s=10.0, trigger_at_s=2.0, faults=[fault(2.0, 6.0)],
+                            breaker_transitions=transitions)
+    s = summarized(make_result(steady_traffic(10.0), milestones=milestones,
+                               counters={"events": 1.0, "retries_denied": 12.0, "shed_rejected": 3.0}))
+    assert s["breaker_trips"] == 3
+    assert s["first_trip_at_s"] == 2.4
+    assert s["time_to_trip_s"] == pytest.approx(0.4)
+    assert s["breakers_closed_at_s"] == 9.0
+    assert s["retries_denied"] == 12 and s["shed_rejected"] == 3 and s["shed_dropped"] == 0
+
+
+def test_a_breaker_still_open_at_the_end_leaves_breakers_closed_at_null():
+    transitions = [(2.4, 0, 0, "open"), (7.4, 0, 0, "half_open"), (7.5, 0, 0, "closed"), (8.0, 0, 0, "open")]
+    milestones = Milestones(end_at_s=10.0, trigger_at_s=2.0, faults=[fault(2.0, 6.0)],
+                            breaker_transitions=transitions)
+    s = summarized(make_result(steady_traffic(10.0), milestones=milestones))
+    assert s["breaker_trips"] == 2
+    assert s["breakers_closed_at_s"] is None

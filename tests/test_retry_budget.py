@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policy_scenarios import built_policies, doc_examples, scenario_with
+from sim.hedging import HedgingPolicy
 from sim.retry_budget import (AwsRetryQuota, EnvoyBudget, FinagleBudget, GrpcThrottle, RatioBudget,
-                              UnlimitedBudget, WindowedSum, make_budget)
+                              UnlimitedBudget, WindowedSum)
+from sim.scenario_loader import ScenarioError
+from sim.throttling import AdaptiveThrottle
 
 # ------------------------------------------------------------------ WindowedSum
 
@@ -122,6 +126,23 @@ def test_envoy_concurrent_retry_limit(active, pending, allowed):
     assert b.can_retry(1.0, active_requests=active, pending_requests=pending)
 
 
+def test_envoy_max_follows_load_and_held_retries_stay_when_it_shrinks():
+    b = EnvoyBudget()
+    assert b.max_retries(0, 0) == 3                     # min_retry_concurrency with no load
+    assert b.max_retries(24, 0) == 4                    # int(0.2 * 24) = int(4.8)
+    assert b.max_retries(24, 26) == 10                  # pending requests count too
+    granted = 0
+    while b.can_retry(0.0, active_requests=24, pending_requests=26):
+        b.on_retry(0.0)
+        granted += 1
+    assert granted == 10
+    assert b.max_retries(0, 0) == 3 and b.retries_outstanding == 10   # held ones stay ...
+    assert not b.can_retry(1.0)                                      # ... new ones are refused
+    for _ in range(8):
+        b.on_retry_done(2.0)
+    assert b.can_retry(2.0)
+
+
 @given(st.lists(st.tuples(st.integers(0, 200), st.booleans()), max_size=100),
        st.floats(0.0, 100.0), st.integers(0, 10))
 def test_envoy_outstanding_retries_never_exceed_the_bound(steps, percent, minimum):
@@ -223,12 +244,59 @@ def test_aws_quota_stays_within_zero_and_capacity(ops):
         assert 0 <= q.tokens <= 500
 
 
-# ------------------------------------------------------------------ factory
+# ------------------------------------------------------------------ scenario blocks
 
 
-def test_make_budget_kinds():
-    assert isinstance(make_budget(), UnlimitedBudget) and make_budget().can_retry(0.0)
-    assert make_budget("envoy", budget_percent=20, min_retry_concurrency=3).max_retries(25) == 5
-    assert make_budget("linkerd").withdrawal == 5000
-    with pytest.raises(ValueError, match="budget kind"):
-        make_budget("istio")
+def budget_from(block: dict):
+    """The budget sim.policies builds from ``retry.budget``, loaded as a scenario."""
+    return built_policies(scenario_with({"retry": {"max_attempts": 3, "budget": block}}))["budget"]
+
+
+def test_budget_kinds_through_the_schema():
+    assert budget_from({}) is None and budget_from({"kind": "none"}) is None   # no bookkeeping at all
+    assert UnlimitedBudget().can_retry(0.0)
+    envoy = budget_from({"kind": "envoy", "budget_percent": 20, "min_retry_concurrency": 3})
+    assert isinstance(envoy, EnvoyBudget) and envoy.max_retries(25) == 5
+    linkerd = budget_from({"kind": "linkerd"})
+    assert isinstance(linkerd, FinagleBudget) and linkerd.withdrawal == 5000 and linkerd.ttl_s == 10.0
+    ratio = budget_from({"kind": "ratio", "window": "2m"})
+    assert isinstance(ratio, RatioBudget) and ratio.ratio == 0.1 and ratio.requests.window_s == 120.0
+    grpc = budget_from({"kind": "grpc", "max_tokens": 10, "token_ratio": 0.1})
+    assert isinstance(grpc, GrpcThrottle) and grpc.token_count == 10.0 and grpc.ratio_milli == 100
+    aws = budget_from({"kind": "aws", "increment_on_retry_success": False})
+    assert isinstance(aws, AwsRetryQuota)
+    assert (aws.tokens, aws.retry_cost, aws.timeout_cost, aws.no_retry_increment) == (500, 5, 10, 1)
+    assert not aws.increment_on_retry_success
+
+
+def test_schema_defaults_are_the_reference_defaults():
+    def same(a, b):
+        return {k: v for k, v in vars(a).items() if isinstance(v, (bool, int, float))} == \
+               {k: v for k, v in vars(b).items() if isinstance(v, (bool, int, float))}
+    assert same(budget_from({"kind": "finagle"}), FinagleBudget())
+    assert same(budget_from({"kind": "envoy"}), EnvoyBudget())
+    assert same(budget_from({"kind": "grpc"}), GrpcThrottle())
+    assert same(budget_from({"kind": "aws"}), AwsRetryQuota())
+    assert budget_from({"kind": "ratio"}).requests.window_s == RatioBudget().requests.window_s
+
+
+def test_bad_budgets_are_rejected_by_the_loader():
+    with pytest.raises(ScenarioError, match="istio"):
+        budget_from({"kind": "istio"})
+    with pytest.raises(ScenarioError, match="budget_percent"):
+        budget_from({"kind": "envoy", "budget_percent": 150})
+    with pytest.raises(ScenarioError, match="ttl"):
+        budget_from({"kind": "finagle", "ttl": "2m"})
+
+
+def test_yaml_examples_in_the_retries_doc_load_and_build():
+    """Every YAML example of docs/policies/retries.md loads as a scenario and builds its policies."""
+    kinds, throttles, hedges = set(), 0, 0
+    for block in doc_examples("retries.md"):
+        built = built_policies(scenario_with(block))
+        budget = built["budget"]
+        kinds.add("none" if budget is None else type(budget).__name__)
+        throttles += isinstance(built["throttle"], AdaptiveThrottle)
+        hedges += isinstance(built["hedging"], HedgingPolicy)
+    assert kinds >= {"RatioBudget", "FinagleBudget", "EnvoyBudget", "GrpcThrottle", "AwsRetryQuota"}
+    assert throttles and hedges

@@ -1,6 +1,8 @@
 """Exact behaviour of sim.shedding: admission, FIFO/LIFO order, fixed timeouts, and the
-Fail-at-Scale CoDel + adaptive LIFO timeline; hypothesis checks that every item leaves
-exactly once and that results do not depend on how often the caller polls."""
+Fail-at-Scale CoDel + adaptive LIFO timeline; the ``services.X.shedding`` block through
+sim.policies and the YAML examples of docs/policies/shedding.md; hypothesis checks that
+every item leaves exactly once and that results do not depend on how often the caller
+polls."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.shedding import (
-    QUEUE, REJECT, RUN, QueueConfig, RequestQueue, ServerShedding, SheddingConfig,
-    shedding_from_mapping,
-)
+from policy_scenarios import built_policies, doc_examples, scenario_with
+from sim.edge_limits import EdgeLimits
+from sim.scenario_loader import ScenarioError
+from sim.shedding import QUEUE, REJECT, RUN, QueueConfig, RequestQueue, ServerShedding, SheddingConfig
 
 
 # ------------------------------------------------------------------ admission
@@ -43,19 +45,49 @@ def test_unlimited_and_unbounded():
     assert shed(1, None).admit(0.0, 1, 10**6) == QUEUE
 
 
-def test_config_from_yaml_mapping():
-    c = shedding_from_mapping({"max_in_flight": 200, "queue": {
-        "discipline": "codel", "max_length": 1000, "target": "5ms", "interval": "100ms"}})
-    assert c == SheddingConfig(200, QueueConfig("codel", 1000, None, 0.005, 0.1))
-    assert shedding_from_mapping({}) == SheddingConfig()
-    with pytest.raises(ValueError, match="unknown key"):
-        shedding_from_mapping({"max_inflight": 3})
-    with pytest.raises(ValueError, match="discipline"):
-        shedding_from_mapping({"queue": {"discipline": "random"}})
-    with pytest.raises(ValueError, match="codel sets its own"):
-        shedding_from_mapping({"queue": {"discipline": "codel", "timeout": "1s"}})
+def shedding_from(block: dict) -> ServerShedding | None:
+    """What sim.policies builds from ``services.api.shedding``, loaded as a scenario."""
+    return built_policies(scenario_with({"shedding": block}))["shedding"]
+
+
+def test_config_from_a_scenario_block():
+    s = shedding_from({"max_in_flight": 200, "queue_length": 1000, "discipline": "codel",
+                       "codel_target": "5ms", "codel_interval": "100ms"})
+    assert s.config == SheddingConfig(200, QueueConfig("codel", 1000, None, 0.005, 0.1))
+    assert shedding_from({"max_in_flight": 8, "discipline": "codel"}).config.queue == \
+        QueueConfig("codel", 0, None, 0.005, 0.1)                  # Fail at Scale's M and N by default
+    assert shedding_from({"max_in_flight": 8, "queue_length": 4, "discipline": "lifo",
+                          "queue_timeout": "1s"}).config == SheddingConfig(8, QueueConfig("lifo", 4, 1.0))
+    assert shedding_from({"max_in_flight": 8}).config == SheddingConfig(8, QueueConfig("fifo", 0, None))
+    assert shedding_from({}) is None                              # Go's default: no gate
+
+
+def test_bad_blocks_are_rejected():
+    with pytest.raises(ScenarioError, match="max_inflight"):
+        shedding_from({"max_inflight": 3})
+    with pytest.raises(ScenarioError, match="random"):
+        shedding_from({"max_in_flight": 3, "discipline": "random"})
+    with pytest.raises(ScenarioError, match="queue_timeout"):
+        shedding_from({"max_in_flight": 3, "discipline": "codel", "queue_timeout": "1s"})
+    with pytest.raises(ScenarioError, match="codel_target"):
+        shedding_from({"max_in_flight": 3, "discipline": "codel", "codel_target": "1s"})
+    with pytest.raises(ScenarioError, match="max_in_flight"):
+        shedding_from({"queue_length": 5})
     with pytest.raises(ValueError, match="max_in_flight"):
         SheddingConfig(0)
+    with pytest.raises(ValueError, match="codel sets its own"):
+        QueueConfig("codel", timeout_s=1.0)
+
+
+def test_yaml_examples_in_the_shedding_doc_load_and_build():
+    """Every YAML example of docs/policies/shedding.md (shedding and edge limits) loads as a
+    scenario and builds its policies."""
+    sheds = limits = 0
+    for block in doc_examples("shedding.md"):
+        built = built_policies(scenario_with(block))
+        sheds += isinstance(built["shedding"], ServerShedding)
+        limits += isinstance(built["edge_limits"], EdgeLimits)
+    assert sheds >= 2 and limits >= 1
 
 
 # ------------------------------------------------------------------ fifo / lifo

@@ -1,4 +1,4 @@
-"""Circuit breakers: the common interface and the factory (pure, no SimPy).
+"""Circuit breakers: the common interface (pure, no SimPy).
 
 This package owns the breaker policies of design.md's resilience row: sony/gobreaker,
 Netflix Hystrix, resilience4j (count and time windows, slow-call rate), Alibaba
@@ -19,14 +19,15 @@ Interface (``Breaker``):
 - ``on_result(now_s, success, latency_s, generation=None)`` for an admitted call.
 - ``state(now_s) -> 'closed' | 'open' | 'half_open'``.
 - ``transitions: list[tuple[float, str]]``: (instant, new state) for the time series.
+
+Scenarios configure a breaker with the ``breaker:`` block of a client (the tagged
+union ``sim.schema.BreakerConfig``); ``sim.policies.make_breaker`` builds the object
+from it. ``KINDS`` are the implemented kinds (the scenario also accepts ``none``).
 """
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Protocol, runtime_checkable
-
-from sim.units import parse_duration
+from typing import Protocol, runtime_checkable
 
 CLOSED = "closed"
 OPEN = "open"
@@ -76,45 +77,7 @@ class BreakerBase:
         self.transitions.append((at_s, new_state))
 
 
-def _kinds() -> dict[str, type]:
-    from sim.breakers.dual_metric import DualMetricBreaker
-    from sim.breakers.gobreaker import GoBreaker
-    from sim.breakers.hystrix import HystrixBreaker
-    from sim.breakers.resilience4j import Resilience4jBreaker
-    from sim.breakers.sentinel import SentinelBreaker
-    return {
-        "gobreaker": GoBreaker,
-        "hystrix": HystrixBreaker,
-        "resilience4j": Resilience4jBreaker,
-        "sentinel": SentinelBreaker,
-        "dual_metric": DualMetricBreaker,
-    }
-
-
 KINDS = ("gobreaker", "hystrix", "resilience4j", "sentinel", "dual_metric")
+"""The breaker kinds a scenario's ``breaker.kind`` may name besides ``none``."""
 
-
-def make_breaker(kind: str, **settings: Any) -> Breaker:
-    """Build a breaker from an edge's ``breaker:`` policy block (minus ``kind``).
-
-    Settings are the constructor's keyword names. A duration may also be written
-    without its ``_s`` suffix as a Go duration (``wait_in_open: 60s`` ->
-    ``wait_in_open_s=60.0``). Unknown settings raise ``ValueError``.
-    """
-    classes = _kinds()
-    if kind not in classes:
-        raise ValueError(f"unknown breaker kind {kind!r}; expected one of {', '.join(KINDS)}")
-    cls = classes[kind]
-    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    kwargs: dict[str, Any] = {}
-    for name, value in settings.items():
-        if name in params:
-            kwargs[name] = parse_duration(value) if (name.endswith("_s") and isinstance(value, str)) else value
-        elif f"{name}_s" in params:
-            kwargs[f"{name}_s"] = parse_duration(value)
-        else:
-            raise ValueError(f"breaker {kind}: unknown setting {name!r}; expected one of {', '.join(sorted(params))}")
-    return cls(**kwargs)  # type: ignore[no-any-return]
-
-
-__all__ = ["Breaker", "BreakerBase", "CLOSED", "OPEN", "HALF_OPEN", "STATES", "KINDS", "make_breaker"]
+__all__ = ["Breaker", "BreakerBase", "CLOSED", "OPEN", "HALF_OPEN", "STATES", "KINDS"]
