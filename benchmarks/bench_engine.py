@@ -7,6 +7,9 @@ each ``--repeats`` times in this one process, and prints medians with their spre
     no faults, keep-alive connections reused. Logical requests per wall-second and
     engine events per logical request.
 (b) ``experiments/scenarios/seed-collapse.yaml``: the S1 storm. Same figures.
+(d) (a) again with a circuit breaker (Hystrix) and a retry budget (SRE ratio) on every
+    client edge, interleaved with plain (a) runs in this process: the per-repeat wall-time
+    ratio policies / plain is the cost of the policy layer (target: at most 1.15).
 (c) M/M/c with c = 8, rho = 0.9 and a per-request client timeout of 10 x the mean
     service time, ~200,000 customers, once through stormsim and once through an
     idiomatic SimPy model (``simpy.Resource``, a process per customer, each wait as
@@ -56,6 +59,7 @@ OUT = ROOT / "out" / "bench" / "bench.json"
 
 TARGET_REQUESTS_PER_WALL_S = 10_000.0   # (a): logical requests per wall-second
 TARGET_MMC_RATIO = 1.0                  # (c): stormsim no slower than idiomatic SimPy
+TARGET_POLICY_RATIO = 1.15              # (d): the policy layer costs at most 15% on (a)
 
 MMC_CORES = 8
 MMC_RHO = 0.9
@@ -185,6 +189,41 @@ def scenario_case(name: str, scenario: Scenario, repeats: int, seed: int) -> dic
     }
 
 
+def with_policies(scenario: Scenario) -> list[str]:
+    """``--set`` overrides giving every client a Hystrix breaker and an SRE ratio retry budget."""
+    overrides = []
+    for name in scenario.clients:
+        overrides += [f"clients.{name}.breaker.kind=hystrix", f"clients.{name}.retry.budget.kind=ratio"]
+    return overrides
+
+
+def policy_case(path: Path, base_overrides: list[str], repeats: int, seed: int) -> dict[str, Any]:
+    plain_scenario = load_scenario(path, overrides=base_overrides)
+    policy_scenario = load_scenario(path, overrides=[*base_overrides, *with_policies(plain_scenario)])
+    print(f"[d] {plain_scenario.name} with a Hystrix breaker and an SRE ratio budget per client, "
+          f"interleaved with plain runs", flush=True)
+    plain: list[dict[str, float]] = []
+    policies: list[dict[str, float]] = []
+    for i in range(repeats):
+        order = ("plain", "policies") if i % 2 == 0 else ("policies", "plain")
+        for which in order:
+            if which == "plain":
+                plain.append(stormsim_run(plain_scenario, seed))
+            else:
+                policies.append(stormsim_run(policy_scenario, seed))
+        print(f"  d run {i + 1}/{repeats}: plain {plain[-1]['wall_s']:.2f} s, "
+              f"policies {policies[-1]['wall_s']:.2f} s", flush=True)
+    ratios = [p["wall_s"] / q["wall_s"] for p, q in zip(policies, plain)]
+    return {
+        "scenario": policy_scenario.name, "requests": policies[0]["requests"],
+        "events_per_request": policies[0]["events_per_request"],
+        "success_rate": policies[0]["success_rate"],
+        "plain_requests_per_wall_s": spread([r["requests_per_wall_s"] for r in plain]),
+        "policies_requests_per_wall_s": spread([r["requests_per_wall_s"] for r in policies]),
+        "ratio_policies_over_plain": spread(ratios),
+    }
+
+
 def mmc_case(customers: int, repeats: int, seed: int) -> dict[str, Any]:
     timeout_s = MMC_TIMEOUT_FACTOR * MMC_MEAN_SERVICE_S
     scenario = mmc_scenario(customers, timeout_s=timeout_s)
@@ -272,13 +311,16 @@ def fmt(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    a, b, c = results["steady"], results["collapse"], results["mmc"]
+    a, b, c, d = results["steady"], results["collapse"], results["mmc"], results["policies"]
     rows = [
         ("case", "logical req / wall-s (median [min-max])", "events / req", "wall s (median)"),
         (f"(a) {a['scenario']}", fmt(a["requests_per_wall_s"]), f"{a['events_per_request']:.1f}",
          f"{a['wall_s']['median']:.2f}"),
         (f"(b) {b['scenario']}", fmt(b["requests_per_wall_s"]), f"{b['events_per_request']:.1f}",
          f"{b['wall_s']['median']:.2f}"),
+        (f"(d) {d['scenario']} + breaker + budget", fmt(d["policies_requests_per_wall_s"]),
+         f"{d['events_per_request']:.1f}", ""),
+        (f"(d) {d['scenario']} plain (interleaved)", fmt(d["plain_requests_per_wall_s"]), "", ""),
         (f"(c) M/M/{c['cores']} stormsim", fmt(c["stormsim"]["customers_per_wall_s"]),
          f"{c['stormsim']['events_per_request']:.1f}", f"{c['stormsim']['wall_s']['median']:.2f}"),
         (f"(c) M/M/{c['cores']} idiomatic SimPy", fmt(c["idiomatic_simpy"]["customers_per_wall_s"]),
@@ -295,6 +337,8 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append(f"(c) wall-time ratio stormsim / idiomatic SimPy (per repeat, same process): {fmt(ratio, 2)}")
     lines.append(f"(c) ... / idiomatic SimPy with the engine's GC settings:                 {fmt(ratio_gc, 2)}")
+    lines.append(f"(d) wall-time ratio with policies / plain (per repeat, same process):    "
+                 f"{fmt(d['ratio_policies_over_plain'], 3)}")
     lines.append("")
     for verdict in results["targets"].values():
         lines.append(f"{verdict['verdict']}  {verdict['target']}: measured {verdict['measured']:,.2f}")
@@ -334,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info, "repeats": repeats, "quick": args.quick,
         "steady": scenario_case("a", steady, repeats, args.seed),
         "collapse": scenario_case("b", collapse, repeats, args.seed),
+        "policies": policy_case(STEADY, ["duration=15s"] if args.quick else [], repeats, args.seed),
         "mmc": mmc_case(customers, repeats, args.seed),
     }
     a_rate = results["steady"]["requests_per_wall_s"]["median"]
@@ -345,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
         "mmc_ratio": {
             "target": f"(c) stormsim / idiomatic SimPy wall time <= {TARGET_MMC_RATIO:g}",
             "measured": ratio, "verdict": "PASS" if ratio <= TARGET_MMC_RATIO else "MISS"},
+        "policy_ratio": {
+            "target": f"(d) with a breaker and a budget per edge / plain wall time <= {TARGET_POLICY_RATIO:g}",
+            "measured": results["policies"]["ratio_policies_over_plain"]["median"],
+            "verdict": "PASS" if results["policies"]["ratio_policies_over_plain"]["median"] <= TARGET_POLICY_RATIO
+            else "MISS"},
     }
     results["total_wall_s"] = time.perf_counter() - started
     try:

@@ -160,8 +160,8 @@ class ClientInstance:
                         if config.hedging.enabled else None)
         self.edge_limits = make_edge_limits(config.edge_limits)
         self.observes = self.breaker is not None or self.throttle is not None or self.budget is not None
-        self.active_attempts = 0       # attempts out (Envoy's active requests)
-        self.pending_attempts = 0      # of which waiting for a connection (Envoy's pending)
+        self.active_attempts = 0       # attempts out, waiting for a connection or on one
+        self.pending_attempts = 0      # of which waiting for a connection (Envoy's pending requests)
         self.retries_denied = 0
         self.retries_held = 0          # granted retries not yet ended (budget and edge max_retries)
         self.rejected = {"breaker_open": 0, "throttled": 0}
@@ -284,6 +284,7 @@ class ClientInstance:
             return
         request = att.request
         now = self.env.now
+        att.exchange = None           # no cycle with the server's Exchange: refcounting frees both
         request.outstanding -= 1
         self.active_attempts -= 1
         if self.edge_limits is not None:
@@ -304,7 +305,12 @@ class ClientInstance:
             kind = "http_5xx" if status >= 500 else "http_4xx"
         world.record_attempt(att, ERROR_CODE[kind])
         if att.cancelled:
-            return            # a hedge that lost: the request's fate was decided by another attempt
+            # a hedge that lost: its request succeeded, so the breaker hears a success (a failure
+            # would trip breakers on hedging itself, and no result at all would leave a
+            # half-open breaker waiting for ever on a probe that lost); nothing else sees it
+            if self.breaker is not None:
+                self.breaker.on_result(now, True, now - att.start_at, att.breaker_generation)
+            return
         if self.observes:
             self._observe(att, now, kind, status)
         if request.finished:
@@ -344,7 +350,9 @@ class ClientInstance:
         its attempt ends (Envoy counts a retry from the decision, through the backoff)."""
         budget = self.budget
         limits = self.edge_limits
-        if budget is not None and not budget.can_retry(now, kind, active_requests=self.active_attempts,
+        # Envoy's active requests are those on a connection; pending ones wait for a connection
+        if budget is not None and not budget.can_retry(now, kind,
+                                                       active_requests=self.active_attempts - self.pending_attempts,
                                                        pending_requests=self.pending_attempts):
             self.retries_denied += 1
             return False
@@ -423,6 +431,10 @@ class ClientInstance:
                 if other is not None and not other.finished:
                     other.cancelled = cut_as == "cancelled"
                     self._fail(other, cut_as)
+        # break the request <-> attempt cycles: a finished request is freed by refcounting,
+        # not left to the cyclic collector (which otherwise dominates a long run's cost)
+        request.current = None
+        request.hedges = None
 
     def _finish_attempt(self, att: Attempt) -> None:
         att.finished = True

@@ -76,6 +76,14 @@ class WindowedSum:
             self._total = 0.0   # no drift from float sums
 
     def add(self, now_s: float, amount: float = 1.0) -> None:
+        entries = self._entries
+        if self.slices and entries:
+            # the common case: same slice as the last add and nothing old enough to expire
+            key = float(math.floor(now_s / self._slice_s))
+            if entries[-1][0] == key and entries[0][0] >= key - self.slices + 1:
+                entries[-1][1] += amount
+                self._total += amount
+                return
         self._expire(now_s)
         key = self._key(now_s)
         entries = self._entries

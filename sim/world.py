@@ -340,7 +340,7 @@ class World:
             levels["breakers_half_open"].append(states.count("half_open"))
         if self._with_budget:
             levels["retry_budget_left"].append(sum(
-                budget_level(c.budget, now, c.active_attempts, c.pending_attempts) for c in self._with_budget))
+                budget_level(c.budget, now, c.active_attempts - c.pending_attempts, c.pending_attempts) for c in self._with_budget))
         if self._with_throttle:
             levels["throttle_reject_probability"].append(
                 sum(c.throttle.reject_probability(now) for c in self._with_throttle) / len(self._with_throttle))

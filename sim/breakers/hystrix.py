@@ -52,6 +52,8 @@ class HystrixBreaker(BreakerBase):
 
     def _advance(self, now_s: float) -> None:
         """Run the health snapshots due in (last snapshot, now]."""
+        if now_s < (self._last_snapshot_k + 1 - 2 * _EPS) * self.health_snapshot_interval_s:
+            return        # no snapshot due yet (k_now <= last): the common case, decided cheaply
         k_now = math.floor(now_s / self.health_snapshot_interval_s + _EPS)
         if self._state != CLOSED or not self._events:
             self._last_snapshot_k = max(self._last_snapshot_k, k_now)
