@@ -63,7 +63,7 @@ def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     lines.append(f"    fd exhaustion        {at(s['fd_exhausted_at_s'])}")
     lines.append(f"    OOM kill             {at(s['oom_killed_at_s'])}" + (f"   crashes {s['crashes']}" + (", crash loop" if s["crash_loop"] else "") if s["crashes"] else ""))
     lines.append(f"    recovery             {at(s['recovered_at_s'])}")
-    if s["faults_end_at_s"] is not None:
+    if s["faults_end_at_s"] is not None and s["faults_end_at_s"] < result.milestones.end_at_s - 1e-9:
         lines.append(f"    healthy again        {at(s['healthy_again_at_s'])}"
                      + (f"   ({s['time_to_recover_s']:.1f} s after the faults ended)"
                         if s["time_to_recover_s"] is not None else ""))

@@ -651,3 +651,31 @@ def test_every_policy_together_is_deterministic_for_a_seed():
     assert {ERROR_CODE["cancelled"], HTTP_5XX} <= kinds
     assert a.counters["shed_rejected"] + a.counters["shed_dropped"] > 0
     assert a.counters["breaker_rejections"] + a.counters["throttle_rejections"] > 0
+
+
+def test_a_hedge_that_was_the_half_open_probe_and_lost_still_closes_the_breaker(tmp_path):
+    """Regression: gobreaker (timeout 50 ms) and hedging (delay 200 ms, max_attempts 2).
+    Request 1 (route slow, 300 ms) starts at 0 while the breaker is closed. Six requests
+    to route bad (every one a 500) arrive at 1..6 ms, each on a fresh connection, and fail
+    at t + 40 ms: the 6th consecutive failure trips the breaker at 0.046 s. At 0.2 s
+    request 1's hedge asks the breaker, which has been open for more than 50 ms: it goes
+    half-open and admits the hedge as its single probe. Request 1's original attempt wins
+    at 0 + 30 ms + 300 ms + 10 ms = 0.34 s and the hedge is cancelled. A cancelled hedge
+    reports a success to the breaker (docs/policies/breakers.md), so the breaker closes
+    at 0.34 s; before that fix it waited for ever for its probe's result and refused
+    every later request. Requests at 1 s and 2 s are then served on a kept-alive
+    connection at t + 20 ms + 300 ms (their own hedges at t + 200 ms lose)."""
+    rows = [(0.0, "slow")] + [(0.001 * i, "bad") for i in range(1, 7)] + [(1.0, "slow"), (2.0, "slow")]
+    res = run(scenario({"slow": sleep("300ms"), "bad": INSTANT}, duration="3s",
+                       faults=[{"kind": "error_rate", "target": "api", "routes": ["bad"], "rate": 1.0,
+                                "status": 500}],
+                       retry={"max_attempts": 2, "retry_on": ["client_timeout"]},
+                       policies={"hedging": {"enabled": True, "delay": "200ms", "max_outstanding": 2},
+                                 "breaker": {"kind": "gobreaker", "timeout": "50ms"}},
+                       load=arrivals(tmp_path, rows)))
+    assert [(round(t, 9), s) for t, _, _, s in res.milestones.breaker_transitions] == [
+        (0.046, "open"), (0.2, "half_open"), (0.34, "closed")]
+    requests = request_rows(res)
+    assert requests[0] == (0.0, at(0.34), SUCCESS, 2)
+    assert requests[-2:] == [(1.0, at(1.32), SUCCESS, 2), (2.0, at(2.32), SUCCESS, 2)]
+    assert res.summary["errors"]["breaker_open"] == 0
