@@ -3,6 +3,9 @@
     stormsim run SCENARIO [--seed N] [--set path=value ...] [--variant NAME] [--out DIR] [--json]
     stormsim compare [SCENARIO ...] [--default] [--seed N] [--jobs N] [--out DIR] [--json]
     stormsim scenarios
+    stormsim sweep SWEEP.yaml [--jobs N] [--scheduler ADDRESS] [--out DIR] [--retry-failed]
+    stormsim boundary SCENARIO --param PATH --lo A --hi B [--reps R] [--outcome collapse] [--level 0.5]
+    stormsim plot RESULTS [--figure KIND] [--x PATH --y PATH --metric KEY] [--format html|png|svg|pdf]
 
 Bad input (an unknown key, a negative timeout, ``5 parsecs``, a missing file)
 prints one line naming the field and the value and exits with status 2,
@@ -47,7 +50,8 @@ class _OneLineParser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
-VALUE_OPTIONS = ("--seed", "--set", "--max-wall-time", "--variant", "--out", "--jobs")
+VALUE_OPTIONS = ("--seed", "--set", "--max-wall-time", "--variant", "--out", "--jobs", "--scheduler",
+                 "--lo", "--hi", "--tolerance", "--level")
 
 
 def _attach_option_values(argv: Sequence[str]) -> list[str]:
@@ -94,6 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     common(compare)
 
     sub.add_parser("scenarios", help="list the shipped scenarios and their variants")
+
+    sweep = sub.add_parser("sweep", help="run a parameter sweep (a sweep file: experiments/sweeps/) durably and resumably")
+    sweep.add_argument("sweep", help="a sweep file (YAML) or the name of a shipped sweep")
+    sweep.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="local worker processes (default 2; 1 = in this process)")
+    sweep.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on an existing Dask distributed scheduler, e.g. tcp://10.0.0.5:8786")
+    sweep.add_argument("--out", default=None, help="output folder (default out/sweeps/<name>/); rerun to resume")
+    sweep.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
+    sweep.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+
+    from experiments.boundary import add_boundary_parser
+    from experiments.plot_cli import add_plot_parser
+    add_boundary_parser(sub)
+    add_plot_parser(sub)
     return parser
 
 
@@ -247,8 +266,64 @@ def cmd_scenarios(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from experiments.sweep_file import load_sweep, resolve_sweep
+    from experiments.sweep_runner import run_sweep
+    from experiments.sweep_store import SweepStore
+    if args.jobs < 1:
+        raise BadInput(f"--jobs: {args.jobs} is not a number of worker processes (at least 1)")
+    spec = load_sweep(resolve_sweep(args.sweep))
+    out_dir = Path(args.out) if args.out else Path("out") / "sweeps" / spec.name
+    store = SweepStore(out_dir)
+    where = f"the Dask scheduler at {args.scheduler}" if args.scheduler else f"{args.jobs} local worker process(es)"
+    print(f"sweep {spec.name}: {len(spec.factors)} factor(s), design {spec.design}, "
+          f"{spec.replications} replication(s), on {where} -> {out_dir}", file=sys.stderr)
+    outcome = run_sweep(spec, store, jobs=args.jobs, scheduler=args.scheduler, retry_failed=args.retry_failed)
+    tables = _finish_sweep(out_dir)
+    stored = outcome.already_done + outcome.finished
+    all_rows = store.read_rows()
+    n_failed = sum(1 for r in {row["run_key"]: row for row in all_rows}.values() if r.get("status") != "ok")
+    rate = outcome.finished / outcome.wall_s if outcome.wall_s > 0 else 0.0
+    report = {"sweep": spec.name, "out": str(out_dir), "runs_total": outcome.runs_total,
+              "already_done": outcome.already_done, "ran": outcome.finished, "ok_now": outcome.ok,
+              "failed_now": outcome.failed, "failed_total": n_failed, "interrupted": outcome.interrupted,
+              "wall_s": round(outcome.wall_s, 3), "runs_per_wall_s": round(rate, 3),
+              "files": {k: str(v) for k, v in tables.items()}}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{spec.name}: {stored}/{outcome.runs_total} runs stored ({outcome.already_done} from before, "
+              f"{outcome.finished} now in {outcome.wall_s:.1f} s, {rate:.2f} runs/s); {n_failed} failed")
+        for name, path in tables.items():
+            print(f"  {name:8s} {path}")
+    if outcome.interrupted:
+        print(f"stormsim: interrupted: {stored} of {outcome.runs_total} runs are stored in {out_dir}; "
+              f"run the same command again to resume", file=sys.stderr)
+        return 130
+    return 1 if n_failed else EXIT_OK
+
+
+def _finish_sweep(out_dir: Path) -> dict[str, Path]:
+    """The derived tables and the sweep report from what the store holds."""
+    from experiments.sweep_report import write_sweep_report
+    from experiments.sweep_summary import read_manifest, read_runs_jsonl, summarize_cells, write_tables
+    manifest = read_manifest(out_dir)
+    runs = read_runs_jsonl(out_dir / "runs.jsonl")
+    if runs.empty:
+        return {}
+    # a run stored again (--retry-failed) counts once, as its last row; tables in run order
+    runs = runs.drop_duplicates("run_key", keep="last").sort_values(["cell", "replication"]).reset_index(drop=True)
+    cells = summarize_cells(runs, manifest["factors"], manifest["metrics"])
+    write_tables(out_dir, runs, cells)
+    report = write_sweep_report(out_dir)
+    return {"runs": out_dir / "runs.parquet", "cells": out_dir / "cells.csv", "report": report}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios}
+    from experiments.boundary import run_boundary
+    from experiments.plot_cli import run_plot
+    handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios, "sweep": cmd_sweep,
+                "boundary": run_boundary, "plot": run_plot}
     try:
         args = _parser().parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
         return handlers[args.command](args)

@@ -215,6 +215,54 @@ def member_kinds(member: type) -> tuple[str, ...]:
     return get_args(_hints(member)["kind"])
 
 
+def setting_annotation(dotted: str) -> Any:
+    """The schema type of the setting at ``dotted`` (``clients.web.transport.client_timeout``
+    is ``Duration``); map keys (service, client, route names) and list indexes match any name.
+
+    Inside a block with a ``kind`` the first kind that has the key decides. Raises
+    ``ScenarioError`` naming the path when no setting is there.
+    """
+    annotation: Any = Scenario
+    segments = dotted.split(".")
+    for depth, segment in enumerate(segments):
+        here = ".".join(segments[:depth])
+        members = union_members(annotation)
+        if members:
+            annotation = next((m for m in members if segment in {f.name for f in dataclasses.fields(m)}),
+                              members[0])
+        if dataclasses.is_dataclass(annotation):
+            fields = {f.name: f for f in dataclasses.fields(annotation)}
+            if segment not in fields:
+                raise ScenarioError(dotted, segment, _unknown_key(segment, fields, here))
+            annotation = _hints(annotation)[segment]
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+        elif get_origin(annotation) is tuple:
+            if not segment.isdigit():
+                raise ScenarioError(dotted, segment, f"{segment!r} is not an index of the list {here}")
+            annotation = get_args(annotation)[0]
+        else:
+            raise ScenarioError(dotted, segment, f"{here} is a single setting ({_describe(annotation)}); "
+                                                 f"it has no {segment!r}")
+    return annotation
+
+
+def setting_text(annotation: Any, value: Any) -> str:
+    """``value`` (seconds for a duration, bytes for a size) as ``--set`` text for a setting typed
+    ``annotation``: ``3.0`` -> ``3s`` for a Duration, a whole number for an int."""
+    if annotation == Duration:
+        return format_duration(float(value))
+    if annotation == Size:
+        return str(int(round(float(value))))
+    if annotation is int:
+        return str(int(round(float(value))))
+    if annotation is bool:
+        return "true" if value else "false"
+    if annotation is float or annotation == Rate:
+        return repr(float(value))
+    return str(value)
+
+
 # ------------------------------------------------------------- typed building
 
 
