@@ -12,6 +12,7 @@ A run that raises is stored as ``failed`` with its error and the sweep goes on.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -48,14 +49,21 @@ class SweepOutcome:
         return self.ok + self.failed
 
 
+@functools.lru_cache(maxsize=64)
+def _scenario(path: str, mtime_ns: int, overrides: tuple[str, ...], variant: str | None) -> Any:
+    """A design point's scenario, loaded once per worker process (its replications reuse it)."""
+    from sim.scenario_loader import load_scenario
+    return load_scenario(path, overrides=list(overrides), variant=variant)
+
+
 def execute_run(payload: RunPayload) -> dict[str, Any]:
     """Run one design point and replication; never raises (a failure is a row)."""
     from sim.engine import run_scenario
-    from sim.scenario_loader import load_scenario
     started = time.perf_counter()
     run = payload.run
     try:
-        scenario = load_scenario(payload.scenario_path, overrides=list(payload.overrides), variant=payload.variant)
+        scenario = _scenario(payload.scenario_path, os.stat(payload.scenario_path).st_mtime_ns,
+                             payload.overrides, payload.variant)
         result = run_scenario(scenario, seed=run.seed, replication=run.replication)
         return row_for(run, result.summary, time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not a crash of the sweep
@@ -161,6 +169,7 @@ def run_sweep(spec: SweepSpec, store: SweepStore, *, jobs: int = 2, scheduler: s
         close = getattr(rows, "close", None)
         if close is not None:
             close()             # ends the pool or the Dask client now, not at garbage collection
+        store.close()
         progress.close()
         outcome.wall_s = time.perf_counter() - started
     return outcome

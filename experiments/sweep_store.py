@@ -5,9 +5,11 @@ This module owns the output folder of ``stormsim sweep``:
 - ``manifest.json``: what the sweep is (its file text, factors and their units,
   design, replications, seed, metrics), the stormsim version, the git revision and
   a digest of the sweep and base scenario files. Written once, atomically.
-- ``runs.jsonl``: one JSON object per finished run (ok or failed), appended and
-  fsynced as each run finishes. A kill -9 loses at most the runs in flight and can
-  leave a truncated last line, which the reader skips and the next append repairs.
+- ``runs.jsonl``: one JSON object per finished run (ok or failed), written and
+  flushed to the operating system as each run finishes (fsynced at most every
+  second and at the end). A kill -9 loses at most the runs in flight; a line cut
+  short (a full disk, a machine crash) is skipped by the reader and ended by the next
+  append.
 - ``runs.csv``/``runs.parquet`` and the cell summaries are derived tables
   (``experiments.sweep_summary``), rewritten at the end of every invocation.
 
@@ -21,8 +23,9 @@ import datetime
 import json
 import math
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from experiments.revision import git_revision
 from experiments.run_files import write_atomic
@@ -30,6 +33,7 @@ from experiments.sweep_file import RunSpec, SweepError, SweepSpec
 from sim.provenance import stormsim_version
 
 RUNS_FILE = "runs.jsonl"
+SYNC_EVERY_S = 1.0
 MANIFEST_FILE = "manifest.json"
 # summary keys that are not per-run figures (the scenario name, the errors mapping, provenance)
 _SKIPPED_KEYS = ("scenario", "seed", "errors", "provenance")
@@ -75,6 +79,8 @@ class SweepStore:
         self.out_dir = Path(out_dir)
         self.runs_path = self.out_dir / RUNS_FILE
         self.manifest_path = self.out_dir / MANIFEST_FILE
+        self._handle: TextIO | None = None
+        self._synced_at = time.monotonic()
 
     def open(self, spec: SweepSpec, runs_total: int) -> dict[str, dict[str, Any]]:
         """Create or reopen the folder for ``spec``; the rows already finished, by run key."""
@@ -115,19 +121,33 @@ class SweepStore:
         return rows
 
     def append(self, row: dict[str, Any]) -> None:
-        """Append one finished run and make it durable before returning."""
+        """Append one finished run. It is in the operating system's hands when this returns, so
+        killing the sweep (Ctrl-C, kill -9) cannot lose it; an fsync at most every
+        ``SYNC_EVERY_S`` and at the end covers a machine crash too."""
         text = json.dumps(_json_safe(row), separators=(",", ":")) + "\n"
-        needs_newline = False
-        if self.runs_path.exists() and self.runs_path.stat().st_size:
-            with self.runs_path.open("rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                needs_newline = handle.read(1) != b"\n"      # a line cut by a kill: end it first
-        with self.runs_path.open("a", encoding="utf-8") as handle:
+        handle = self._handle
+        if handle is None:
+            needs_newline = False
+            if self.runs_path.exists() and self.runs_path.stat().st_size:
+                with self.runs_path.open("rb") as old:
+                    old.seek(-1, os.SEEK_END)
+                    needs_newline = old.read(1) != b"\n"      # a line cut by a kill: end it first
+            handle = self._handle = self.runs_path.open("a", encoding="utf-8")
             if needs_newline:
                 handle.write("\n")
-            handle.write(text)
-            handle.flush()
+        handle.write(text)
+        handle.flush()
+        now = time.monotonic()
+        if now - self._synced_at >= SYNC_EVERY_S:
             os.fsync(handle.fileno())
+            self._synced_at = now
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            self._handle = None
 
 
 def _json_safe(value: Any) -> Any:
