@@ -262,3 +262,24 @@ def test_kill_9_loses_at_most_the_runs_in_flight(tmp_path):
     rows = SweepStore(out).read_rows()
     assert len(rows) == 24 and len({r["run_key"] for r in rows}) == 24
     assert (out / "runs.parquet").exists() and (out / "report.html").exists()
+
+
+def test_cli_exit_status_is_1_when_a_run_failed_and_the_count_is_printed(tmp_path, monkeypatch, capsys):
+    import sim.engine
+    real = sim.engine.run_scenario
+
+    def flaky(scenario, seed=None, replication=0, **kw):
+        if replication == 0 and scenario.clients["web"].load.rate_per_s == 80.0:
+            raise RuntimeError("injected failure")
+        return real(scenario, seed=seed, replication=replication, **kw)
+    monkeypatch.setattr(sim.engine, "run_scenario", flaky)
+    out = tmp_path / "out"
+    assert main(["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--jobs", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "12/12 runs stored" in printed and "2 failed" in printed
+    runs = __import__("pandas").read_parquet(out / "runs.parquet")
+    assert (runs["status"] == "failed").sum() == 2 and len(runs) == 12
+    cells = __import__("pandas").read_csv(out / "cells.csv")
+    assert cells["n_failed"].sum() == 2 and (out / "report.html").exists()
+    monkeypatch.setattr(sim.engine, "run_scenario", real)
+    assert main(["sweep", str(write_sweep(tmp_path)), "--out", str(out), "--jobs", "1", "--retry-failed"]) == 0
