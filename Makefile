@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup clean
+.PHONY: run test test-slow bench ui setup clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
+
+ui: $(STAMP)
+	$(VENV)/bin/stormsim ui
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py

@@ -6,6 +6,7 @@
     stormsim sweep SWEEP.yaml [--jobs N] [--scheduler ADDRESS] [--out DIR] [--retry-failed]
     stormsim boundary SCENARIO --param PATH --lo A --hi B [--reps R] [--outcome collapse] [--level 0.5]
     stormsim plot RESULTS [--figure KIND] [--x PATH --y PATH --metric KEY] [--format html|png|svg|pdf]
+    stormsim ui [--port 8501]
 
 Bad input (an unknown key, a negative timeout, ``5 parsecs``, a missing file)
 prints one line naming the field and the value and exits with status 2,
@@ -51,7 +52,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 VALUE_OPTIONS = ("--seed", "--set", "--max-wall-time", "--variant", "--out", "--jobs", "--scheduler",
-                 "--lo", "--hi", "--tolerance", "--level")
+                 "--lo", "--hi", "--tolerance", "--level", "--port")
 
 
 def _attach_option_values(argv: Sequence[str]) -> list[str]:
@@ -113,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     from experiments.plot_cli import add_plot_parser
     add_boundary_parser(sub)
     add_plot_parser(sub)
+
+    ui = sub.add_parser("ui", help="start the dashboard (Streamlit) on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
     return parser
 
 
@@ -319,11 +323,36 @@ def _finish_sweep(out_dir: Path) -> dict[str, Path]:
     return {"runs": out_dir / "runs.parquet", "cells": out_dir / "cells.csv", "report": report}
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Streamlit runs as a child process, so that `experiments` never imports it; Ctrl-C ends it."""
+    import importlib.util
+    import subprocess
+    if not 1 <= args.port <= 65535:
+        raise BadInput(f"--port: {args.port} is not a TCP port (1-65535)")
+    if importlib.util.find_spec("streamlit") is None:
+        raise BadInput("the dashboard needs streamlit: run `make ui` (it installs the project's set-up)")
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+    print(f"stormsim dashboard: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
+    child = subprocess.Popen(command)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from experiments.boundary import run_boundary
     from experiments.plot_cli import run_plot
     handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios, "sweep": cmd_sweep,
-                "boundary": run_boundary, "plot": run_plot}
+                "boundary": run_boundary, "plot": run_plot, "ui": cmd_ui}
     try:
         args = _parser().parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
         return handlers[args.command](args)
