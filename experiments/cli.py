@@ -335,8 +335,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", "127.0.0.1",
                "--server.port", str(args.port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false"]
+    import signal
     print(f"stormsim dashboard: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", file=sys.stderr)
     child = subprocess.Popen(command)
+
+    def stop_child(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt   # SIGTERM (kill, a supervisor) ends the app like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, stop_child)
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -345,7 +350,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
             child.wait(timeout=10)
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait(timeout=10)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
