@@ -340,8 +340,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     child = subprocess.Popen(command)
 
     def stop_child(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt   # SIGTERM (kill, a supervisor) ends the app like Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, stop_child)
+        raise KeyboardInterrupt   # SIGTERM/SIGHUP (kill, a supervisor, a closed terminal) end it like Ctrl-C
+    previous = {sig: signal.signal(sig, stop_child) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -353,7 +353,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
             child.wait(timeout=10)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

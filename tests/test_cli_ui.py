@@ -23,7 +23,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_ui_serves_on_localhost_and_stops_with_its_parent(how):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "ui", "--port", str(port)], cwd=PROJECT,
