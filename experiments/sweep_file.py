@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -76,12 +76,10 @@ class Factor:
 
     def grid_values(self) -> tuple[Any, ...]:
         """The values of a full-grid design."""
-        if self.kind == "values":
-            return self.values
-        if self.kind == "range":
+        if self.kind in ("values", "range"):
             return self.values
         raise SweepError(f"factors.{self.path}", self.distribution,
-                         f"a distribution cannot be gridded; give values or a range for design grid")
+                         "a distribution cannot be gridded; give values or a range for design grid")
 
     def from_unit(self, u: float) -> Any:
         """The value at quantile ``u`` in [0, 1) (random, LHS and Sobol designs)."""
@@ -127,7 +125,6 @@ class SweepSpec:
     replications: int
     seed: int
     metrics: tuple[str, ...]
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def factor(self, path: str) -> Factor:
         return next(f for f in self.factors if f.path == path)

@@ -131,8 +131,9 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def pending_payloads(spec: SweepSpec, done_keys: set[str], retry_failed: bool,
-                     done_rows: dict[str, dict[str, Any]]) -> list[RunPayload]:
+def pending_payloads(spec: SweepSpec, done_rows: dict[str, dict[str, Any]],
+                     retry_failed: bool) -> list[RunPayload]:
+    """The runs still to do: not stored yet, or stored as failed when ``retry_failed``."""
     payloads = []
     for run in run_specs(spec):
         row = done_rows.get(run.run_key)
@@ -149,7 +150,7 @@ def run_sweep(spec: SweepSpec, store: SweepStore, *, jobs: int = 2, scheduler: s
     runs = run_specs(spec)
     done_rows = store.open(spec, len(runs))
     outcome = SweepOutcome(runs_total=len(runs))
-    payloads = pending_payloads(spec, set(done_rows), retry_failed, done_rows)
+    payloads = pending_payloads(spec, done_rows, retry_failed)
     outcome.already_done = len(runs) - len(payloads)
     progress = Progress(len(runs), outcome.already_done, progress_stream, label=spec.name)
     started = time.perf_counter()

@@ -413,8 +413,9 @@ class ClientInstance:
 
     def _finish_request(self, request: Request, kind: str | None, cut_as: str = "cancelled") -> None:
         """The request ends: success (``kind`` None) or its one error kind. Attempts of it still
-        out end with ``cut_as``: ``cancelled`` for hedges that lost (the policies do not see
-        them), ``deadline_exceeded`` for attempts the deadline cut (they do)."""
+        out end with ``cut_as``: ``cancelled`` for hedges that lost (only the breaker hears of
+        them, as a success), ``deadline_exceeded`` for attempts the deadline cut (every policy
+        sees them as failures)."""
         request.finished = True
         if request.deadline_timer is not None:
             request.deadline_timer.cancel()
