@@ -10,6 +10,9 @@ each ``--repeats`` times in this one process, and prints medians with their spre
 (d) (a) again with a circuit breaker (Hystrix) and a retry budget (SRE ratio) on every
     client edge, interleaved with plain (a) runs in this process: the per-repeat wall-time
     ratio policies / plain is the cost of the policy layer (target: at most 1.15).
+(e) (a) over HTTP/2 (``protocol: http2``: streams multiplexed on each client's connections,
+    the h2 pool, stream bookkeeping on both ends), interleaved with plain HTTP/1 (a) runs: the
+    per-repeat wall-time ratio http2 / http1 is reported (no target: its own figure).
 (c) M/M/c with c = 8, rho = 0.9 and a per-request client timeout of 10 x the mean
     service time, ~200,000 customers, once through stormsim and once through an
     idiomatic SimPy model (``simpy.Resource``, a process per customer, each wait as
@@ -224,6 +227,29 @@ def policy_case(path: Path, base_overrides: list[str], repeats: int, seed: int) 
     }
 
 
+def h2_case(path: Path, base_overrides: list[str], repeats: int, seed: int) -> dict[str, Any]:
+    """(e): the steady scenario over HTTP/2, interleaved with the HTTP/1 original."""
+    h1_scenario = load_scenario(path, overrides=base_overrides)
+    h2_scenario = load_scenario(path, overrides=[*base_overrides, *(
+        f"clients.{name}.transport.protocol=http2" for name in h1_scenario.clients)])
+    print(f"[e] {h1_scenario.name} over HTTP/2, interleaved with HTTP/1 runs", flush=True)
+    h1: list[dict[str, float]] = []
+    h2: list[dict[str, float]] = []
+    for i in range(repeats):
+        order = ("h1", "h2") if i % 2 == 0 else ("h2", "h1")
+        for which in order:
+            (h1 if which == "h1" else h2).append(stormsim_run(h1_scenario if which == "h1" else h2_scenario, seed))
+        print(f"  e run {i + 1}/{repeats}: http1 {h1[-1]['wall_s']:.2f} s, http2 {h2[-1]['wall_s']:.2f} s",
+              flush=True)
+    return {
+        "scenario": h2_scenario.name, "requests": h2[0]["requests"],
+        "events_per_request": h2[0]["events_per_request"], "success_rate": h2[0]["success_rate"],
+        "http1_requests_per_wall_s": spread([r["requests_per_wall_s"] for r in h1]),
+        "http2_requests_per_wall_s": spread([r["requests_per_wall_s"] for r in h2]),
+        "ratio_http2_over_http1": spread([b["wall_s"] / a["wall_s"] for a, b in zip(h1, h2)]),
+    }
+
+
 def mmc_case(customers: int, repeats: int, seed: int) -> dict[str, Any]:
     timeout_s = MMC_TIMEOUT_FACTOR * MMC_MEAN_SERVICE_S
     scenario = mmc_scenario(customers, timeout_s=timeout_s)
@@ -312,6 +338,7 @@ def fmt(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
 
 def report(results: dict[str, Any]) -> list[str]:
     a, b, c, d = results["steady"], results["collapse"], results["mmc"], results["policies"]
+    e = results["http2"]
     rows = [
         ("case", "logical req / wall-s (median [min-max])", "events / req", "wall s (median)"),
         (f"(a) {a['scenario']}", fmt(a["requests_per_wall_s"]), f"{a['events_per_request']:.1f}",
@@ -321,6 +348,9 @@ def report(results: dict[str, Any]) -> list[str]:
         (f"(d) {d['scenario']} + breaker + budget", fmt(d["policies_requests_per_wall_s"]),
          f"{d['events_per_request']:.1f}", ""),
         (f"(d) {d['scenario']} plain (interleaved)", fmt(d["plain_requests_per_wall_s"]), "", ""),
+        (f"(e) {e['scenario']} over HTTP/2", fmt(e["http2_requests_per_wall_s"]),
+         f"{e['events_per_request']:.1f}", ""),
+        (f"(e) {e['scenario']} HTTP/1 (interleaved)", fmt(e["http1_requests_per_wall_s"]), "", ""),
         (f"(c) M/M/{c['cores']} stormsim", fmt(c["stormsim"]["customers_per_wall_s"]),
          f"{c['stormsim']['events_per_request']:.1f}", f"{c['stormsim']['wall_s']['median']:.2f}"),
         (f"(c) M/M/{c['cores']} idiomatic SimPy", fmt(c["idiomatic_simpy"]["customers_per_wall_s"]),
@@ -339,6 +369,8 @@ def report(results: dict[str, Any]) -> list[str]:
     lines.append(f"(c) ... / idiomatic SimPy with the engine's GC settings:                 {fmt(ratio_gc, 2)}")
     lines.append(f"(d) wall-time ratio with policies / plain (per repeat, same process):    "
                  f"{fmt(d['ratio_policies_over_plain'], 3)}")
+    lines.append(f"(e) wall-time ratio HTTP/2 / HTTP/1 (per repeat, same process):        "
+                 f"{fmt(e['ratio_http2_over_http1'], 3)}")
     lines.append("")
     for verdict in results["targets"].values():
         lines.append(f"{verdict['verdict']}  {verdict['target']}: measured {verdict['measured']:,.2f}")
@@ -379,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         "steady": scenario_case("a", steady, repeats, args.seed),
         "collapse": scenario_case("b", collapse, repeats, args.seed),
         "policies": policy_case(STEADY, ["duration=15s"] if args.quick else [], repeats, args.seed),
+        "http2": h2_case(STEADY, ["duration=15s"] if args.quick else [], repeats, args.seed),
         "mmc": mmc_case(customers, repeats, args.seed),
     }
     a_rate = results["steady"]["requests_per_wall_s"]["median"]

@@ -34,8 +34,10 @@ import simpy
 
 from sim.connection import Conn, Link, Message
 from sim.edge_limits import PENDING, REQUESTS, RETRIES
+from sim.h2 import HEADERS_BYTES, MAX_UNPROCESSED_RETRIES, BodyTransfer, H2Pool, credit, receive
 from sim.hedging import HedgingPolicy
 from sim.policies import make_breaker, make_edge_limits, make_retry_budget, make_throttle
+from sim.ports import EphemeralPorts
 from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.schema import ClientConfig
@@ -80,7 +82,9 @@ class Attempt:
 
     __slots__ = ("request", "client", "number", "route", "start_at", "error", "status", "conn",
                  "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at", "recorded",
-                 "breaker_generation", "holds_retry", "retry_cost", "retry_after_s", "cancelled")
+                 "breaker_generation", "holds_retry", "retry_cost", "retry_after_s", "cancelled",
+                 "pool_wait_s", "connect_s", "tls_s", "backlog_s", "flow_wait_s", "to_server_s",
+                 "dial", "request_body", "reached_server", "unprocessed_retries", "sent_at")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
         self.request = request
@@ -104,6 +108,19 @@ class Attempt:
         self.retry_cost = 0
         self.retry_after_s = 0.0     # Retry-After of the response (shed 503s)
         self.cancelled = False       # a hedge that lost, or cut by the request's deadline
+        # "time before the server sees it" (docs/outputs.md): the phases on the attempt's
+        # critical path from its start until the server's handler has the request
+        self.pool_wait_s = 0.0       # waiting for a connection or an HTTP/2 stream slot
+        self.connect_s = 0.0         # TCP connect (SYN retransmits included)
+        self.tls_s = 0.0             # TLS handshake (the accept-queue wait excluded)
+        self.backlog_s = 0.0         # in the server's accept queue
+        self.flow_wait_s = 0.0       # HTTP/2 flow control holding the request body back
+        self.to_server_s = float("nan")   # the whole span; NaN if the server never had it
+        self.dial: Dial | None = None          # the dial this attempt started, if any
+        self.request_body: BodyTransfer | None = None   # HTTP/2: its request body in flight
+        self.reached_server = False  # the server has the request (HTTP/2: it knows the stream)
+        self.unprocessed_retries = 0   # HTTP/2 transparent retries of a stream never processed
+        self.sent_at = 0.0
 
 
 class Dial:
@@ -130,7 +147,14 @@ class ClientInstance:
         self.config = config
         self.service = service
         t = config.transport
-        self.link = Link(t.rtt, t.rtt_jitter, world.streams.exponential(f"client.{name}.{index}.link"))
+        self.link = Link(t.rtt, t.rtt_jitter, world.streams.exponential(f"client.{name}.{index}.link"),
+                         loss_rate=t.loss_rate, bytes_per_s=t.bandwidth_bytes_per_s,
+                         loss_uniform=(world.streams.uniform(f"client.{name}.{index}.loss")
+                                       if t.loss_rate > 0 else None))
+        self.ports = EphemeralPorts(t.ephemeral_ports)
+        self.h2 = H2Pool(self) if t.protocol == "http2" else None
+        self.drain_response_body = t.drain_response_body
+        self.header_bytes = service.config.server.header_bytes
         self.tls = t.tls if t.tls.enabled else None
         self.has_session = False
         self.client_timeout_s = t.client_timeout
@@ -245,17 +269,28 @@ class ClientInstance:
         return True
 
     def _get_conn(self, att: Attempt) -> None:
-        """getConn: an idle connection, else wait for one while dialling (or for a dial slot)."""
-        conn = self._take_idle()
-        if conn is not None:
-            self._send(att, conn)
-            return
+        """getConn: an idle connection, else wait for one while dialling (or for a dial slot).
+        HTTP/2: a stream on a connection with room, else wait or dial (``sim.h2``)."""
+        h2 = self.h2
+        if h2 is not None:
+            conn = h2.with_room()
+            if conn is not None:
+                h2.open_stream(att, conn)
+                return
+        else:
+            conn = self._take_idle()
+            if conn is not None:
+                self._send(att, conn)
+                return
         limits = self.edge_limits
         if limits is not None and limits.try_acquire(PENDING) is not None:
             self._fail(att, "edge_overflow")
             return
         att.waiting = True
         self.pending_attempts += 1
+        if h2 is not None:
+            h2.wait_or_dial(att)
+            return
         if len(self._wanters) >= self._compact_wanters_at:
             self._compact_wait_queues()
         self._wanters.append(att)
@@ -275,6 +310,8 @@ class ClientInstance:
         otherwise removed only when a connection is handed out, which a dead server never does."""
         self._wanters = deque(a for a in self._wanters if a.waiting)
         self._slot_waiters = deque(a for a in self._slot_waiters if a.waiting)
+        if self.h2 is not None:
+            self.h2.waiters = deque(a for a in self.h2.waiters if a.waiting)
         self._compact_wanters_at = max(1024, 2 * len(self._wanters))
 
     def _attempt_ended(self, att: Attempt) -> None:
@@ -285,6 +322,8 @@ class ClientInstance:
         request = att.request
         now = self.env.now
         att.exchange = None           # no cycle with the server's Exchange: refcounting frees both
+        att.dial = None               # nor with its Dial, nor its HTTP/2 body
+        att.request_body = None
         request.outstanding -= 1
         self.active_attempts -= 1
         if self.edge_limits is not None:
@@ -457,15 +496,20 @@ class ClientInstance:
         self._finish_attempt(att)
         att.error = kind
         if att.waiting:
+            self._note_wait_phases(att)
             self._stop_waiting(att)
         conn = att.conn
         if conn is not None:
             att.conn = None
-            conn.attempt = None
             if att.exchange is not None and att.exchange.caller_gone_at is None:
                 att.exchange.caller_gone_at = self.env.now
-            if conn.client_open:
-                self._close(conn, notify_server=True)   # HTTP/1: a failed request kills its connection
+            if conn.h2 is not None:
+                # HTTP/2: RST_STREAM, the connection lives on (unless the server's reset ended it)
+                self.h2.stream_closed(att, conn, reset=kind != "stream_reset")
+            else:
+                conn.attempt = None
+                if conn.client_open:
+                    self._close(conn, notify_server=True)   # HTTP/1: a failed request kills its connection
         self._attempt_ended(att)
 
     def _on_attempt_timeout(self, att: Attempt) -> None:
@@ -548,6 +592,13 @@ class ClientInstance:
             conn.idle_timer = None
         self.n_conns -= 1
         self.world.client_conns -= 1
+        if conn.holds_port:
+            conn.holds_port = False
+            # the side that closes first keeps the port in TIME_WAIT; a reset or the server's own
+            # close (we answer its FIN) frees it at once
+            self.ports.release(self.env.now, time_wait=notify_server and conn.established)
+        if conn.h2 is not None:
+            self.h2.conn_closed(conn)
         if notify_server and conn.established:
             self.world.deliver(conn.to_server_s(self.env.now), self._on_fin_reaches_server, conn)
         self._dial_slot_freed()
@@ -563,27 +614,59 @@ class ClientInstance:
             if att.waiting:
                 self._start_dial(att)
                 return
+        if self.h2 is not None and self.h2.waiters:
+            self.h2.serve_waiters()
 
     # ------------------------------------------------------------------- dial
     def _start_dial(self, att: Attempt | None) -> None:
         world = self.world
+        if not self.ports.try_take(self.env.now):
+            # connect: EADDRNOTAVAIL, at once: every port is open or in TIME_WAIT
+            if world.tracer is not None:
+                world.tracer.append((self.env.now, "addr_unavailable", None, self.ports.in_use(self.env.now)))
+            if att is not None and att.waiting:
+                self._fail(att, "addr_unavailable")
+            return
         self.n_conns += 1
         world.client_conns += 1
         if world.client_conns > world.peak_client_conns:
             world.peak_client_conns = world.client_conns
         conn = Conn(world.next_conn_id(), self, self.link, None)
+        conn.holds_port = True
+        conn.dial_started_at = self.env.now
+        world.dials += 1
         dial = Dial(conn, att, self.env.now)
         if world.tracer is not None:
             world.tracer.append((self.env.now, "dial", conn.id, ""))
         if att is not None:
             att.new_conn = True
+            att.dial = dial
         if self.dial_timeout_s > 0:
             dial.timer = self.timers.start(self.dial_timeout_s, self._on_dial_timeout, dial)
         self._send_syn(dial)
 
     def _send_syn(self, dial: Dial) -> None:
         dial.syn_sent_at = self.env.now
+        if self.link.syn_lost():
+            if self.world.tracer is not None:
+                self.world.tracer.append((self.env.now, "syn_lost", dial.conn.id, dial.syn_tries))
+            self._syn_unanswered(dial)
+            return
         self.world.deliver(dial.conn.to_server_s(self.env.now), self._on_syn_arrives, dial)
+
+    def _syn_unanswered(self, dial: Dial) -> None:
+        """No SYN-ACK will come: the SYN is sent again at 1, 3, 7, ... s after the first (RTO 1 s,
+        doubling), and connect() gives up 127 s after the first (tcp_syn_retries = 6)."""
+        if dial.syn_tries < len(SYN_RETRANSMIT_AFTER_S):
+            wait_s = dial.started_at + SYN_RETRANSMIT_AFTER_S[dial.syn_tries] - self.env.now
+            dial.syn_tries += 1
+            self.world.syn_retransmits += 1
+            ev = self.env.timeout(max(wait_s, 0.0), dial)
+            ev.callbacks.append(self._on_syn_retransmit)
+        else:
+            ev = self.env.timeout(max(dial.started_at + SYN_GIVE_UP_AFTER_S - self.env.now, 0.0),
+                                  (dial, "dial_timeout"))
+            ev.callbacks.append(self._on_dial_error)
 
     def _on_syn_arrives(self, event: Message) -> None:
         dial: Dial = event.value
@@ -597,15 +680,7 @@ class ClientInstance:
         elif verdict == "drop":
             if self.world.tracer is not None:
                 self.world.tracer.append((self.env.now, "syn_dropped", dial.conn.id, dial.syn_tries))
-            if dial.syn_tries < len(SYN_RETRANSMIT_AFTER_S):
-                wait_s = dial.started_at + SYN_RETRANSMIT_AFTER_S[dial.syn_tries] - self.env.now
-                dial.syn_tries += 1
-                ev = self.env.timeout(max(wait_s, 0.0), dial)
-                ev.callbacks.append(self._on_syn_retransmit)
-            else:   # connect() gives up with ETIMEDOUT (tcp_syn_retries = 6: 127 s after the first SYN)
-                ev = self.env.timeout(max(dial.started_at + SYN_GIVE_UP_AFTER_S - self.env.now, 0.0),
-                                      (dial, "dial_timeout"))
-                ev.callbacks.append(self._on_dial_error)
+            self._syn_unanswered(dial)
         else:
             self.world.deliver(dial.conn.to_client_s(self.env.now), self._on_dial_error, (dial, "conn_refused"))
 
@@ -642,6 +717,7 @@ class ClientInstance:
             return
         conn = dial.conn
         conn.established = True
+        conn.established_at = self.env.now
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "established", conn.id, ""))
         # the ACK (with the ClientHello under TLS) travels to the listener
@@ -671,6 +747,7 @@ class ClientInstance:
         conn.attempt = None
         if not isinstance(dial, Dial) or dial.done or not conn.client_open:
             return
+        conn.tls_done_at = self.env.now
         self.has_session = True
         self._dial_ready(dial)
 
@@ -681,6 +758,9 @@ class ClientInstance:
             dial.timer = None
         conn = dial.conn
         att = dial.attempt
+        if self.h2 is not None:
+            self.h2.conn_ready(conn, att)
+            return
         if att is not None and att.waiting:
             self._stop_waiting(att)
             self._send(att, conn)
@@ -692,13 +772,120 @@ class ClientInstance:
         att.conn = conn
         att.exchange = None
         conn.attempt = att
+        self._note_phases(att, conn)
         if att.header_timer is not None:       # a transparent retry: the timer is per round trip
             att.header_timer.cancel()
         if self.header_timeout_s > 0:
             att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "request_sent", conn.id, att.request.id))
-        self.world.deliver(conn.to_server_s(self.env.now), self._on_request_reaches_server, (conn, att))
+        if self.link.plain:
+            delay_s = conn.to_server_s(self.env.now)
+        else:
+            delay_s = conn.to_server_s(self.env.now, self.header_bytes + self.service.route_request_bytes[att.route])
+        self.world.deliver(delay_s, self._on_request_reaches_server, (conn, att))
+
+    def open_stream(self, att: Attempt, conn: Conn, busy: bool) -> None:
+        """HTTP/2: the attempt's HEADERS go out on a new stream of ``conn`` (the body follows)."""
+        att.conn = conn
+        att.exchange = None
+        self._note_phases(att, conn)
+        if att.header_timer is not None:
+            att.header_timer.cancel()
+        if self.header_timeout_s > 0:
+            att.header_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, att)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "stream_opened", conn.id, att.request.id))
+        self.world.deliver(conn.to_server_s(self.env.now, HEADERS_BYTES, busy), self._on_request_reaches_server,
+                           (conn, att))
+
+    def on_h2_body_chunk(self, event: Message) -> None:
+        conn, tr, chunk = event.value
+        if conn.server is not None:
+            conn.server.h2_body_chunk(conn, tr, chunk)
+
+    def on_h2_window_update(self, event: Message) -> None:
+        """The server's WINDOW_UPDATE reaches us: our request bodies on ``conn`` may go on."""
+        conn, tr, stream_n, conn_n = event.value
+        st = conn.h2
+        if st is None or not conn.client_open:
+            return
+        credit(self.world, conn, st.send, tr, stream_n, conn_n, conn.to_server_s, self.on_h2_body_chunk,
+               len(st.streams) > 1)
+
+    def on_h2_rst_reaches_server(self, event: Message) -> None:
+        conn, att = event.value
+        if conn.server is not None:
+            conn.server.h2_on_rst(conn, att)
+
+    def on_h2_response_chunk(self, event: Message) -> None:
+        """A chunk of a response body reaches us: credit goes back; the last one ends the attempt."""
+        conn, tr, chunk = event.value
+        st = conn.h2
+        if st is None or not conn.client_open:
+            return
+        stream_n, conn_n = receive(tr, st.recv_conn, chunk)
+        if (stream_n or conn_n) and conn.server is not None:
+            self.world.deliver(conn.to_server_s(self.env.now), conn.server.h2_on_window_update,
+                               (conn, tr, stream_n, conn_n))
+        if tr.remaining == 0 and tr.in_flight == 0 and not tr.done:
+            tr.done = True
+            self._h2_response_complete(conn, tr.attempt, tr.status)
+
+    def deliver_h2_response(self, conn: Conn, att: Attempt, status: int, delay_s: float) -> None:
+        self.world.deliver(delay_s, self._on_h2_response, (conn, att, status))
+
+    def _on_h2_response(self, event: Message) -> None:
+        conn, att, status = event.value
+        self._h2_response_complete(conn, att, status)
+
+    def _h2_response_complete(self, conn: Conn, att: Attempt, status: int) -> None:
+        if att.finished or att.conn is not conn:
+            return
+        self._finish_attempt(att)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "response_received", conn.id, status))
+        att.status = status
+        att.conn = None
+        self.h2.stream_closed(att, conn, reset=False)
+        self._attempt_ended(att)
+
+    def on_h2_stream_reset(self, event: Message) -> None:
+        """The server reset the stream (RST_STREAM: its WriteTimeout): the attempt fails, the
+        connection lives on."""
+        conn, att = event.value
+        if att.finished or att.conn is not conn:
+            return
+        self._fail(att, "stream_reset")
+
+    # ------------------------------------------------- time to the server
+    def _note_phases(self, att: Attempt, conn: Conn) -> None:
+        """The attempt has its connection (or stream) now: split the wait since its start into
+        the connection's dial, TLS and accept-queue phases it overlapped, and pool wait."""
+        now = self.env.now
+        att.sent_at = now
+        start = att.start_at
+        waited = now - start
+        if waited <= 0.0:
+            return
+        dialled = att.dial.conn if att.dial is not None else conn   # its own dial, if it made one
+        connect, tls, backlog = _overlaps(dialled, start, now)
+        att.connect_s = connect
+        att.tls_s = tls - backlog
+        att.backlog_s = backlog
+        att.pool_wait_s = waited - connect - tls
+
+    def _note_wait_phases(self, att: Attempt) -> None:
+        """The attempt ends while still waiting: its phases so far (its own dial's, if any)."""
+        now = self.env.now
+        waited = now - att.start_at
+        connect = tls = backlog = 0.0
+        if att.dial is not None:
+            connect, tls, backlog = _overlaps(att.dial.conn, att.start_at, now)
+        att.connect_s = connect
+        att.tls_s = tls - backlog
+        att.backlog_s = backlog
+        att.pool_wait_s = max(0.0, waited - connect - tls)
 
     def _on_request_reaches_server(self, event: Message) -> None:
         # bytes on the wire arrive even if the client has given up meanwhile (they precede its FIN)
@@ -721,6 +908,8 @@ class ClientInstance:
         conn.reused = True
         if closing:
             self._close(conn, notify_server=False)
+        elif not self.drain_response_body:
+            self._close(conn, notify_server=True)     # Body.Close before EOF: earlyCloseFn, alive=false
         else:
             self._put_idle(conn)
         self._attempt_ended(att)
@@ -749,6 +938,9 @@ class ClientInstance:
         if isinstance(user, Dial):
             self._dial_failed(user, kind)
             return
+        if conn.h2 is not None:
+            self._h2_conn_ended(conn, kind)
+            return
         att = user
         if att is None or att.finished or att.conn is not conn:
             return
@@ -764,7 +956,52 @@ class ClientInstance:
             return
         self._fail(att, kind)
 
+    def _h2_conn_ended(self, conn: Conn, kind: str) -> None:
+        """The server closed or reset an HTTP/2 connection: streams it never processed are retried
+        at once on another connection (GOAWAY / REFUSED_STREAM, any method, up to 6 times); the
+        others fail."""
+        for att in list(conn.h2.streams):
+            if att.finished or att.conn is not conn:
+                continue
+            if not att.reached_server and att.unprocessed_retries < MAX_UNPROCESSED_RETRIES:
+                att.unprocessed_retries += 1
+                conn.h2.streams.discard(att)
+                if att.request_body is not None:
+                    att.request_body.dead = True
+                    att.request_body = None
+                att.conn = None
+                if self.world.tracer is not None:
+                    self.world.tracer.append((self.env.now, "transparent_retry", conn.id, kind))
+                ev = self.env.timeout(0, att)
+                ev.callbacks.append(self._on_transparent_retry)
+            else:
+                self._fail(att, kind)
+
     def _on_transparent_retry(self, event: simpy.Event) -> None:
         att: Attempt = event.value
         if not att.finished and not self.world.stopped:
             self._get_conn(att)
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    """Length of [a0, a1] within [b0, b1]; a phase not yet over (NaN end) runs to a1."""
+    if b0 != b0:
+        return 0.0
+    if b1 != b1:
+        b1 = a1
+    lo = a0 if a0 > b0 else b0
+    hi = a1 if a1 < b1 else b1
+    return hi - lo if hi > lo else 0.0
+
+
+def _overlaps(conn: Conn, start: float, now: float) -> tuple[float, float, float]:
+    """(connect, TLS, accept queue during TLS) of ``conn`` within [start, now]."""
+    connect = _overlap(start, now, conn.dial_started_at, conn.established_at)
+    if conn.client.tls is None:
+        return connect, 0.0, 0.0
+    tls_end = conn.tls_done_at
+    tls = _overlap(start, now, conn.established_at, tls_end)
+    backlog = _overlap(start, now, conn.queued_at, conn.accepted_at)
+    if backlog > tls:
+        backlog = tls
+    return connect, tls, backlog

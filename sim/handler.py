@@ -56,6 +56,7 @@ class Exchange:
         "close_after", "body_ready_at", "body_deadline_at",
         "plan", "op_index", "phase", "token", "waiter", "db_conn", "pool", "query_target",
         "admitted", "shed_entry",
+        "h2", "stream_reset", "write_timer", "response_body",
     )
 
     def __init__(self, server: "ServerProcess", conn: Any, attempt: Any, route: int, start_at: float) -> None:
@@ -85,6 +86,10 @@ class Exchange:
         self.query_target: tuple[str, str] | None = None
         self.admitted = False        # past the shedding gate (holds one of its slots)
         self.shed_entry = None       # waiting in the shedding queue
+        self.h2 = False              # on an HTTP/2 stream
+        self.stream_reset = False    # HTTP/2: the stream was reset (by the client, or WriteTimeout)
+        self.write_timer = None      # HTTP/2: WriteTimeout of the stream
+        self.response_body = None    # HTTP/2: the response body in flight
         if attempt is not None:
             attempt.exchange = self
             if attempt.finished:            # the caller gave up while the request was on its way
@@ -150,15 +155,21 @@ class Exchange:
             if self.body_deadline_at < self.body_ready_at:
                 ev = env.timeout(self.body_deadline_at - now)
                 ev.callbacks.append(self._on_body_deadline)
-            else:
+            elif self.body_ready_at != float("inf"):
                 ev = env.timeout(self.body_ready_at - now)
                 ev.callbacks.append(self._on_body_read)
-            return
+            return     # an HTTP/2 body still arriving: ``body_arrived`` goes on
         self._begin_steps()
+
+    def body_arrived(self) -> None:
+        """HTTP/2: the last chunk of the body the handler is reading has arrived."""
+        self.body_ready_at = self.server.env.now
+        if self.server.alive:
+            self._begin_steps()
 
     def _on_body_deadline(self, _event: Any) -> None:
         # ReadTimeout is absolute: the body read fails at the deadline, whatever progress it made
-        if not self.server.alive:
+        if not self.server.alive or self.body_ready_at <= self.server.env.now:
             return
         self.cancel("read_error")
         self.close_after = True
@@ -177,6 +188,9 @@ class Exchange:
 
     def _begin_steps(self) -> None:
         server = self.server
+        att = self.attempt
+        if att is not None and att.to_server_s != att.to_server_s:   # NaN: the first time
+            att.to_server_s = server.env.now - att.start_at
         if self.plan is None:  # a path no route serves
             server.end_handler(self, STATUS_NOT_FOUND)
             return

@@ -40,7 +40,18 @@ ATTEMPT_COLUMNS: dict[str, str] = {
     "end_at": "float64",     # NaN while incomplete
     "error": "int8",
     "new_conn": "bool",      # the attempt dialled a new connection
+    # "time before the server sees it" (docs/outputs.md), seconds; float32 (~2 us at 30 s)
+    "pool_wait_s": "float32",   # waiting for a connection or an HTTP/2 stream slot
+    "connect_s": "float32",     # TCP connect on the critical path (SYN retransmits included)
+    "tls_s": "float32",         # TLS handshake on the critical path (accept-queue wait excluded)
+    "backlog_s": "float32",     # in the server's accept queue on the critical path
+    "flow_wait_s": "float32",   # HTTP/2 flow control holding the request body back
+    "to_server_s": "float32",   # start of the attempt -> the server's handler has it; NaN if never
 }
+TO_SERVER_PHASES: tuple[str, ...] = ("pool_wait_s", "connect_s", "tls_s", "backlog_s", "flow_wait_s")
+"""The measured phases of ``to_server_s``, in the order they are drawn; the rest of the span,
+``to_server_s`` minus their sum, is network transit (derived, not stored)."""
+TO_SERVER_COLUMNS: tuple[str, ...] = (*TO_SERVER_PHASES, "to_server_s")
 
 
 @dataclass
@@ -87,6 +98,33 @@ class RunResult:
     summary: dict[str, Any] = field(default_factory=dict)          # filled by sim.outputs
     trace: list[tuple[float, str, Any, Any]] | None = None          # event log, when asked for
 
+    def __post_init__(self) -> None:
+        pad_to_server_columns(self.attempts)
+
 
 def empty_columns(spec: dict[str, str], n: int = 0) -> dict[str, np.ndarray]:
     return {name: np.zeros(n, dtype=dtype) for name, dtype in spec.items()}
+
+
+def pad_to_server_columns(attempts: dict[str, np.ndarray]) -> None:
+    """Give every attempt its time-to-server columns, in place.
+
+    The engine records an attempt's phases when the attempt ends; a writer that appends
+    only the older columns (the end-of-run pass over attempts still in flight) leaves
+    those columns short at the tail. The missing tail gets the "nothing measured" values:
+    0 for the phases, NaN for ``to_server_s``. A column longer than ``request_id`` is a
+    bug and raises.
+    """
+    if "request_id" not in attempts:
+        return
+    n = len(attempts["request_id"])
+    for name in TO_SERVER_COLUMNS:
+        dtype = ATTEMPT_COLUMNS[name]
+        column = attempts.get(name)
+        have = 0 if column is None else len(column)
+        if have == n:
+            continue
+        if have > n:
+            raise ValueError(f"attempt column {name!r} has {have} rows, request_id has {n}")
+        fill = np.full(n - have, np.nan if name == "to_server_s" else 0.0, dtype=dtype)
+        attempts[name] = fill if column is None else np.concatenate([np.asarray(column, dtype=dtype), fill])

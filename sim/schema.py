@@ -46,6 +46,8 @@ ERROR_KINDS: tuple[str, ...] = (
     "budget_exhausted",
     "deadline_exceeded",
     "cancelled",
+    "stream_reset",
+    "addr_unavailable",
 )
 """Every error kind a logical request or an attempt can end with (design.md §4).
 
@@ -57,7 +59,11 @@ request whose failed attempt the retry policy would retry but the retry budget
 refused; its attempts keep their own kinds) and ``deadline_exceeded`` (the
 overall deadline of a logical request over all its attempts passed). They are
 never retried. ``cancelled`` ends attempts only, never a request: a hedge that
-lost to another attempt of its request. New kinds are appended so that stored
+lost to another attempt of its request. ``stream_reset`` is an HTTP/2 stream the
+server reset (RST_STREAM: its WriteTimeout fired); the connection lives on.
+``addr_unavailable`` is a dial that found no free ephemeral port towards the
+callee (connect: EADDRNOTAVAIL, "cannot assign requested address"): the ports
+are open connections plus TIME_WAIT. New kinds are appended so that stored
 codes keep their meaning.
 """
 
@@ -74,6 +80,8 @@ RETRYABLE_KINDS: tuple[str, ...] = (
     "conn_reset",
     "eof",
     "http_5xx",
+    "stream_reset",
+    "addr_unavailable",
 )
 
 
@@ -163,20 +171,35 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class TransportConfig:
-    """The caller's http.Transport and http.Client settings for one edge (semantics.md §2)."""
+    """The caller's http.Transport and http.Client settings for one edge, and the network path (semantics.md §2, §3, §5)."""
 
-    protocol: Literal["http1"] = setting("http1", "Wire protocol. HTTP/2 arrives with the transport-fidelity issue.")
+    protocol: Literal["http1", "http2"] = setting(
+        "http1", "Wire protocol. http1: one request at a time per connection. http2: Go's bundled HTTP/2 "
+        "transport (over TLS when tls.enabled, else h2c with prior knowledge): streams multiplexed on "
+        "connections, flow control, RST_STREAM on a timeout.")
     rtt: Duration = setting(0.001, "Network round-trip time between caller and callee; a one-way trip is half.", ge=0)
     rtt_jitter: Duration = setting(0.0, "Mean of an exponential extra delay added to each one-way trip; 0 = none.", ge=0)
+    bandwidth_bytes_per_s: Rate = setting(0.0, "Bandwidth of each connection, each way: a message of n bytes takes n / bandwidth to send before its one-way trip; 0 = unlimited (bodies cost no time of their own).", ge=0)
+    loss_rate: float = setting(
+        0.0, "Probability that a TCP segment (1,448 bytes of payload) is lost. A lost segment is recovered by "
+        "fast retransmit (+1 RTT) when at least 3 segments follow it in flight (a long message, or other "
+        "HTTP/2 streams busy on the connection), else by the retransmission timeout (+ RTT + max(200 ms, "
+        "4 x rtt_jitter)); a lost SYN is sent again after the 1 s initial RTO. TCP delivers in order, so "
+        "everything behind a lost segment on that connection waits too (head-of-line blocking).", ge=0, lt=1)
     dial_timeout: Duration = setting(30.0, "net.Dialer Timeout (DefaultTransport: 30s); 0 = none.", ge=0)
     tls: TlsConfig = setting(TlsConfig(), "TLS settings.")
     client_timeout: Duration = setting(0.0, "http.Client Timeout: one deadline over dial, TLS, waiting, headers and body, per attempt; 0 = none (http.DefaultClient).", ge=0)
     response_header_timeout: Duration = setting(0.0, "Transport ResponseHeaderTimeout, from the request being written; 0 = none.", ge=0)
     max_conns_per_host: int = setting(0, "Transport MaxConnsPerHost: 0 = no limit; requests beyond it wait FIFO with no timer of their own.", ge=0)
-    max_idle_conns_per_host: int = setting(2, "Transport MaxIdleConnsPerHost: a connection becoming idle beyond it is closed; 0 = Go's DefaultMaxIdleConnsPerHost, 2 (disable pooling with disable_keep_alives).", ge=0)
+    max_idle_conns_per_host: int = setting(2, "Transport MaxIdleConnsPerHost: a connection becoming idle beyond it is closed; 0 = Go's DefaultMaxIdleConnsPerHost, 2 (disable pooling with disable_keep_alives). HTTP/1 only: HTTP/2 connections live in their own pool.", ge=0)
     max_idle_conns: int = setting(100, "Transport MaxIdleConns over all hosts: beyond it the oldest idle connection is closed; 0 = no limit.", ge=0)
-    idle_conn_timeout: Duration = setting(90.0, "Transport IdleConnTimeout (DefaultTransport: 90s); 0 = none.", ge=0)
-    disable_keep_alives: bool = setting(False, "Transport DisableKeepAlives: a new connection per request.")
+    idle_conn_timeout: Duration = setting(90.0, "Transport IdleConnTimeout (DefaultTransport: 90s); an HTTP/2 connection with no stream for this long closes too; 0 = none.", ge=0)
+    disable_keep_alives: bool = setting(False, "Transport DisableKeepAlives: a new connection per request (HTTP/1).")
+    drain_response_body: bool = setting(True, "The caller reads each response body to EOF before closing it. false: it closes the body early, and an HTTP/1 connection is then closed instead of reused (Go's earlyCloseFn).")
+    strict_max_concurrent_streams: bool = setting(False, "HTTP/2 StrictMaxConcurrentStreams: true, requests beyond the server's stream limit wait for a slot on the existing connection; false (Go's default), each such request dials a new connection, and when one lands the others that find room are closed unused (the dial race of EXP E11).")
+    h2_stream_window: Size = setting(4 << 20, "HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE the caller advertises: how much of one response body the callee may send ahead of the caller's WINDOW_UPDATEs (Go transport 4 MiB; the spec's default 65,535).", ge=1, le=2**31 - 1)
+    h2_connection_window: Size = setting(1 << 30, "HTTP/2 connection window the caller grants, shared by every response body on the connection (Go transport 1 GiB; the spec's default 65,535).", ge=1, le=2**31 - 1)
+    ephemeral_ports: int = setting(28232, "Ephemeral ports of the caller's address towards the callee (ip_local_port_range 32768-60999 = 28,232). A connection holds its port while open and, when the caller closed it first, 60 s more in TIME_WAIT; a dial with no free port fails at once with addr_unavailable. 0 = unlimited.", ge=0)
 
 
 # ---------------------------------------------------------------------- policies
@@ -430,6 +453,8 @@ class RouteConfig:
     honours_context: bool = setting(False, "Do cancellation and deadlines reach the handler's queries? false: the work runs to completion after the caller has gone (orphaned work).")
     db_deadline: Duration = setting(0.0, "A context.WithTimeout around each query inside the handler (server-side deadline); 0 = none. A deadline always ends the query, whatever honours_context says.", ge=0)
     request_body: bool = setting(False, "The request carries a body that the handler does not read before its queries (a POST whose disconnect Go does not notice).")
+    request_bytes: Size = setting(0, "Size of the request body. A handler that reads its body (request_body false) starts its steps once the body has arrived: it crosses the link's bandwidth and, on HTTP/2, the server's flow-control windows.", ge=0)
+    response_bytes: Size = setting(0, "Size of the response body, read by the caller before the attempt ends: it crosses the link's bandwidth and, on HTTP/2, the caller's flow-control windows.", ge=0)
 
 
 @dataclass(frozen=True)
@@ -443,6 +468,9 @@ class ServerConfig:
     timeout_handler: Duration = setting(0.0, "Wrap every handler in http.TimeoutHandler with this duration (503 at the deadline, the inner context cancelled, the handler keeps running); 0 = off.", ge=0)
     accept_backlog: int = setting(4096, "Listen backlog (somaxconn, default 4096); beyond it SYNs are dropped silently.", ge=1)
     header_bytes: Size = setting(512, "Size of a request's header block (what a slow-header client dribbles).", ge=1)
+    h2_max_concurrent_streams: int = setting(250, "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (Go server 250). Handlers still running after their stream was reset count against it; new streams beyond it wait, and more than 4 x this many waiting gets GOAWAY ENHANCE_YOUR_CALM and the connection closed.", ge=1)
+    h2_stream_window: Size = setting(1 << 20, "HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE the server advertises: how much of one request body a caller may send ahead of the server's WINDOW_UPDATEs (Go server 1 MiB, MaxUploadBufferPerStream; the spec's default 65,535).", ge=1, le=2**31 - 1)
+    h2_connection_window: Size = setting(1 << 20, "HTTP/2 connection window the server grants, shared by every request body on the connection (Go server 1 MiB, MaxUploadBufferPerConnection; the spec's default 65,535).", ge=1, le=2**31 - 1)
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import simpy
 
-from sim.connection import ACTIVE, CLOSED, HANDSHAKE, IDLE, NEW, QUEUED, Conn
+from sim.connection import ACTIVE, CLOSED, H2, HANDSHAKE, IDLE, NEW, QUEUED, Conn
 from sim.cpu import Cores
 from sim.dbpool import SqlPool
 from sim.gc import GarbageCollector
+from sim.h2 import HEADERS_BYTES, BodyTransfer, H2ServerConn, consume_buffered, credit, pump, receive
+from sim.h2_flow import SPEC_INITIAL_WINDOW
 from sim.handler import Exchange
 from sim.policies import make_shedding
 from sim.schema import PoolConfig
@@ -79,6 +81,10 @@ class ServerProcess:
         self.tls_deadline_s = first_positive(sv.read_header_timeout, sv.read_timeout, sv.write_timeout)
         self.timeout_handler_s = sv.timeout_handler
         self.backlog = sv.accept_backlog
+        self.h2_max_streams = sv.h2_max_concurrent_streams
+        self.h2_stream_window = max(SPEC_INITIAL_WINDOW, sv.h2_stream_window)
+        self.h2_conn_window = max(SPEC_INITIAL_WINDOW, sv.h2_connection_window)
+        self.response_bytes = service.route_response_bytes
         self.fd_limit = cfg.fd_limit
         mem = cfg.memory
         self.mem_limit = mem.limit
@@ -204,6 +210,7 @@ class ServerProcess:
             ev.callbacks.append(self._on_ack_retry)
             return
         self.accept_queue.append(conn)
+        conn.queued_at = self.env.now
         if len(self.accept_queue) > self.world.peak_accept_queue:
             self.world.peak_accept_queue = len(self.accept_queue)
         if not self.accept_sleeping:
@@ -258,6 +265,7 @@ class ServerProcess:
         if w.tracer is not None:
             w.tracer.append((now, "accept", conn.id, ""))
         conn.t0 = now
+        conn.accepted_at = now
         if conn.slow is not None:
             conn.state = NEW
             self.world.slow_clients.on_accepted(self, conn)
@@ -273,8 +281,12 @@ class ServerProcess:
             self.env.process(self._tls_handshake(conn))
             return
         conn.state = NEW
+        if conn.client.h2 is not None:
+            self._h2_start(conn)
+            return
         if conn.pending is not None:
             request, conn.pending = conn.pending, None
+            request.backlog_s += now - conn.pending_at     # it waited in the accept queue
             self.begin(conn, request)
         elif conn.peer_gone:
             self.close(conn, reason="eof_before_request")
@@ -287,6 +299,7 @@ class ServerProcess:
         resumed = tls.resumption and conn.client.has_session
         cpu_s = (TLS_RESUMED_CPU_S[tls.version] if resumed
                  else (tls.server_cpu or TLS_SERVER_CPU_S[tls.key]))
+        self.world.tls_handshakes += 1
         yield self.cores.run(cpu_s)
         if not self.alive or conn.state != HANDSHAKE:
             return
@@ -303,9 +316,12 @@ class ServerProcess:
             conn.server_timer = None
         conn.state = NEW
         conn.t0 = self.env.now
+        self.world.deliver(conn.to_client_s(self.env.now), conn.client.on_tls_done, conn)
+        if conn.client.h2 is not None:
+            self._h2_start(conn)
+            return
         if self.header_timeout_s > 0:
             conn.server_timer = self.timers.start(self.header_timeout_s, self._on_header_timeout, conn)
-        self.world.deliver(conn.to_client_s(self.env.now), conn.client.on_tls_done, conn)
 
     def _on_tls_deadline(self, conn: Conn) -> None:
         conn.server_timer = None
@@ -318,8 +334,12 @@ class ServerProcess:
         if conn.server is not self or not self.alive or conn.state == CLOSED:
             conn.client.on_server_reset(conn)
             return
+        if conn.client.h2 is not None:
+            self.h2_on_stream(conn, request)
+            return
         if conn.state == QUEUED or conn.state == HANDSHAKE:
             conn.pending = request
+            conn.pending_at = self.env.now
             return
         if conn.state == ACTIVE:  # pipelining is not modelled: the client never does it
             raise RuntimeError("request on a busy connection")
@@ -347,12 +367,13 @@ class ServerProcess:
         route = ex.route
         conn = ex.conn
         now = ex.start_at
-        ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 else float("inf")
+        ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 and not ex.h2 else float("inf")
         self.inflight += 1
         self.inflight_by_route[route] += 1
         # the background reader starts once the body is read: at once without a body (or with
-        # one sent whole), later for a dribbled body (sim.handler), never for an unread one
-        ex.background_reader = not self.service.route_body_unread[route] and ex.body_ready_at <= now
+        # one sent whole), later for a dribbled body (sim.handler), never for an unread one;
+        # HTTP/2 has none (the stream's reset is what cancels the context)
+        ex.background_reader = not ex.h2 and not self.service.route_body_unread[route] and ex.body_ready_at <= now
         goroutines = 1 if ex.background_reader else 0
         if self.timeout_handler_s > 0:
             goroutines += 1
@@ -387,11 +408,15 @@ class ServerProcess:
         ex.allocated_b = 0
         if ex.detached:     # the 503 went out already: only the inner goroutine ends now
             self.add_goroutines(goroutines, freed_b)
+            if ex.h2:
+                self._h2_handler_returned(ex)
             return
         if ex.background_reader:
             goroutines -= 1
         self.add_goroutines(goroutines, freed_b - self.per_request_b)
         self._write_response(ex, status)
+        if ex.h2:
+            self._h2_handler_returned(ex)
 
     # ------------------------------------------------------------- shedding
     # The gate is a middleware around every routed handler: a semaphore of max_in_flight
@@ -516,6 +541,9 @@ class ServerProcess:
     def _write_response(self, ex: Exchange, status: int) -> None:
         """Write the response, then keep or close the connection."""
         conn = ex.conn
+        if ex.h2:
+            self._h2_write_response(ex, status)
+            return
         conn.exchange = None
         if conn.state == CLOSED or not self.alive:
             return
@@ -534,9 +562,12 @@ class ServerProcess:
             self.close(conn, notify=False, reason="write_timeout")
             attempt.client.notify_server_close(conn, conn.to_client_s(now))
             return
-        if ex.close_after:
+        n_bytes = self.response_bytes[ex.route]
+        if ex.close_after or not attempt.client.keep_alive:
+            # a read error, or the request's "Connection: close" (DisableKeepAlives): the server
+            # closes after the response, so the TIME_WAIT is the server's, not the client's
             self.close(conn, notify=False, reason="close_after_response")
-            attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now), closing=True)
+            attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=True)
             return
         conn.state = IDLE
         conn.server_idle_since = now
@@ -544,7 +575,7 @@ class ServerProcess:
             self.world.tracer.append((now, "response_sent", conn.id, status))
         if self.idle_timeout_s > 0 and conn.server_idle_timer is None:
             conn.server_idle_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
-        attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now), closing=False)
+        attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=False)
 
     # ---------------------------------------------------------------- closing
     def _on_header_timeout(self, conn: Conn) -> None:
@@ -574,6 +605,12 @@ class ServerProcess:
         state = conn.state
         if state == QUEUED:
             return  # seen when accepted
+        if state == H2:
+            for ex in list(conn.h2_server.streams.values()):
+                if ex is not None:
+                    ex.cancel("client_gone")
+            self.close(conn, notify=False, reason="client_closed")
+            return
         if state == ACTIVE:
             ex = conn.exchange
             if ex is not None and ex.background_reader:
@@ -599,6 +636,19 @@ class ServerProcess:
         self.conns -= 1
         self.goroutines -= 1
         self.add_memory(-self.per_conn_b)
+        st = conn.h2_server
+        if st is not None:
+            self.add_goroutines(-1)             # the frame reader
+            st.goaway = True
+            if st.idle_timer is not None:
+                st.idle_timer.cancel()
+                st.idle_timer = None
+            for att in st.unstarted:            # never started: nothing runs for them
+                st.streams.pop(att, None)
+            st.unstarted.clear()
+            for ex in list(st.streams.values()):
+                if ex is not None and ex.body_ready_at == float("inf"):
+                    self._h2_abort_body_wait(ex)    # the body read fails: the handler returns
         del self.open_conns[conn.id]
         if notify and conn.slow is None:
             conn.client.notify_server_close(conn, conn.to_client_s(self.env.now))
@@ -614,6 +664,8 @@ class ServerProcess:
                 conn.server_timer.cancel()
             if conn.server_idle_timer is not None:
                 conn.server_idle_timer.cancel()
+            if conn.h2_server is not None and conn.h2_server.idle_timer is not None:
+                conn.h2_server.idle_timer.cancel()
             if conn.slow is None:
                 conn.client.notify_server_reset(conn, conn.to_client_s(self.env.now))
         for conn in self.accept_queue:
@@ -637,3 +689,230 @@ class ServerProcess:
         if self._shed_timer is not None:
             self._shed_timer.cancel()
             self._shed_timer = None
+
+    # ----------------------------------------------------------------- HTTP/2
+    # One serve loop and one frame reader per connection, one goroutine per running handler
+    # (sim.h2 has the semantics). ``h2_server.running`` counts handlers, reset streams' included.
+
+    def _h2_start(self, conn: Conn) -> None:
+        """The connection speaks HTTP/2 from now on: the preface and SETTINGS are exchanged."""
+        conn.state = H2
+        t = conn.client.config.transport
+        st = H2ServerConn(self.h2_conn_window, max(SPEC_INITIAL_WINDOW, t.h2_stream_window),
+                          max(SPEC_INITIAL_WINDOW, t.h2_connection_window))
+        conn.h2_server = st
+        self.add_goroutines(1)                  # readFrames
+        st.idle_since = self.env.now
+        if self.idle_timeout_s > 0:
+            st.idle_timer = self.timers.start(self.idle_timeout_s, self._h2_on_idle_timeout, conn)
+        pending, conn.pending = conn.pending, None
+        if pending:
+            for att in pending:
+                att.backlog_s += self.env.now - conn.pending_at
+                self.h2_on_stream(conn, att)
+        elif conn.peer_gone:
+            self.close(conn, reason="eof_before_request")
+
+    def h2_on_stream(self, conn: Conn, att: Any) -> None:
+        """A HEADERS frame opens a stream: run its handler, or queue it behind the running ones."""
+        st = conn.h2_server
+        if st is None:             # still in the accept queue or the handshake: read later
+            if conn.pending is None:
+                conn.pending = []
+                conn.pending_at = self.env.now
+            conn.pending.append(att)
+            return
+        if st.goaway:
+            return                 # after GOAWAY: ignored; the client retries it elsewhere
+        att.reached_server = True
+        st.streams[att] = None
+        if att.request_body is not None:
+            st.bodies[att] = att.request_body
+        st.idle_since = -1.0
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "stream_seen", conn.id, att.request.id))
+        if st.running < self.h2_max_streams:
+            self._h2_run(conn, att)
+            return
+        st.unstarted.append(att)
+        if len(st.unstarted) > 4 * self.h2_max_streams:
+            # rapid-reset defence: too many handlers waiting -> GOAWAY ENHANCE_YOUR_CALM
+            self.world.h2_goaways += 1
+            self.close(conn, reason="enhance_your_calm")
+
+    def _h2_run(self, conn: Conn, att: Any) -> None:
+        st = conn.h2_server
+        st.running += 1
+        now = self.env.now
+        tr = st.bodies.get(att)
+        body_ready_at = now
+        if tr is not None and not tr.done:
+            body_ready_at = float("inf")      # the body is still arriving: ``h2_body_done`` starts it
+        deadline_at = now + self.read_timeout_s if self.read_timeout_s > 0 else float("inf")
+        conn.exchange = None
+        ex = Exchange(self, conn, att, att.route, now)
+        ex.h2 = True
+        ex.body_ready_at = body_ready_at
+        ex.body_deadline_at = deadline_at
+        st.streams[att] = ex
+        if tr is not None:
+            tr.exchange = ex
+            if not self.service.route_body_unread[att.route]:
+                tr.consumes = True            # the handler reads its body: buffered data is credited
+                self._h2_return_credit(conn, tr, *consume_buffered(tr, st.recv_conn))
+        if self.write_timeout_s > 0:
+            ex.write_timer = self.timers.start(self.write_timeout_s, self._h2_on_write_timeout, ex)
+        if self.world.tracer is not None:
+            self.world.tracer.append((now, "handler_start", conn.id, att.route))
+        self._start_exchange(ex)
+
+    def _h2_return_credit(self, conn: Conn, tr: Any, stream_n: int, conn_n: int) -> None:
+        if stream_n or conn_n:
+            self.world.deliver(conn.to_client_s(self.env.now), conn.client.on_h2_window_update,
+                               (conn, tr, stream_n, conn_n))
+
+    def h2_body_chunk(self, conn: Conn, tr: Any, chunk: int) -> None:
+        """A chunk of a request body arrives; the last one lets a handler waiting for it go on."""
+        st = conn.h2_server
+        if st is None or conn.state == CLOSED or not self.alive or conn.server is not self or tr.dead:
+            return
+        self._h2_return_credit(conn, tr, *receive(tr, st.recv_conn, chunk))
+        if tr.remaining == 0 and tr.in_flight == 0 and not tr.done:
+            tr.done = True
+            att = tr.attempt
+            att.flow_wait_s = tr.blocked_s
+            ex = tr.exchange
+            if ex is not None and ex.body_ready_at == float("inf"):
+                ex.body_arrived()
+
+    def h2_on_window_update(self, event: Any) -> None:
+        """The client's WINDOW_UPDATE: response bodies on ``conn`` may go on."""
+        conn, tr, stream_n, conn_n = event.value
+        st = conn.h2_server
+        if st is None or conn.state == CLOSED or not self.alive:
+            return
+        credit(self.world, conn, st.send, tr, stream_n, conn_n, conn.to_client_s,
+               conn.client.on_h2_response_chunk, len(st.streams) > 1)
+
+    def h2_on_rst(self, conn: Conn, att: Any) -> None:
+        """The client reset a stream (its timeout): the handler's context is cancelled; a stream
+        whose handler has not started never runs. A running handler keeps its slot until it returns."""
+        st = conn.h2_server
+        if st is None or conn.state == CLOSED or not self.alive or att not in st.streams:
+            return
+        ex = st.streams[att]
+        if ex is None:
+            try:
+                st.unstarted.remove(att)
+            except ValueError:
+                pass
+            del st.streams[att]
+            self._h2_release_body(conn, att)
+            self._h2_maybe_idle(conn)
+            return
+        ex.stream_reset = True
+        if ex.response_body is not None:
+            ex.response_body.dead = True
+        st.streams.pop(att, None)
+        self._h2_release_body(conn, att)
+        if ex.caller_gone_at is None:
+            ex.caller_gone_at = self.env.now
+        ex.cancel("client_gone")
+        if ex.body_ready_at == float("inf"):
+            self._h2_abort_body_wait(ex)
+
+    def _h2_abort_body_wait(self, ex: Exchange) -> None:
+        """The stream or its connection went while the handler was reading its body: the read
+        fails and the handler returns."""
+        ex.body_ready_at = self.env.now
+        self.end_handler(ex, 400)
+
+    def _h2_release_body(self, conn: Conn, att: Any) -> None:
+        """The stream is closed: connection credit for body bytes nobody read goes back (closeStream)."""
+        st = conn.h2_server
+        tr = st.bodies.pop(att, None)
+        if tr is None:
+            return
+        tr.dead = True
+        if tr.buffered and conn.state != CLOSED:
+            n, tr.buffered = tr.buffered, 0
+            self._h2_return_credit(conn, tr, 0, st.recv_conn.add(n))
+
+    def _h2_on_write_timeout(self, ex: Exchange) -> None:
+        """WriteTimeout on HTTP/2: RST_STREAM to the client at once; the connection lives on and
+        the handler's context is not cancelled (EXP E10, Go 1.19)."""
+        ex.write_timer = None
+        conn = ex.conn
+        st = conn.h2_server
+        if not self.alive or conn.state == CLOSED or ex.stream_reset or st.streams.get(ex.attempt) is not ex:
+            return
+        ex.stream_reset = True
+        st.streams.pop(ex.attempt, None)
+        self._h2_release_body(conn, ex.attempt)
+        if self.world.tracer is not None:
+            self.world.tracer.append((self.env.now, "h2_write_timeout_rst", conn.id, ""))
+        if ex.caller_gone_at is None:
+            ex.caller_gone_at = self.env.now
+        self.world.deliver(conn.to_client_s(self.env.now), conn.client.on_h2_stream_reset, (conn, ex.attempt))
+
+    def _h2_write_response(self, ex: Exchange, status: int) -> None:
+        """The response goes out on its stream (HEADERS, then the body window by window)."""
+        conn = ex.conn
+        st = conn.h2_server
+        att = ex.attempt
+        if ex.write_timer is not None:
+            ex.write_timer.cancel()
+            ex.write_timer = None
+        if conn.state == CLOSED or not self.alive or ex.stream_reset:
+            return
+        st.streams.pop(att, None)
+        self._h2_release_body(conn, att)
+        now = self.env.now
+        busy = len(st.streams) > 0
+        if self.world.tracer is not None:
+            self.world.tracer.append((now, "response_sent", conn.id, status))
+        n_bytes = self.response_bytes[ex.route]
+        client = att.client
+        if n_bytes == 0:
+            client.deliver_h2_response(conn, att, status, conn.to_client_s(now, HEADERS_BYTES, busy))
+        else:
+            tr = BodyTransfer(n_bytes, st.client_stream_window, st.client_stream_window, att, now, consumes=True)
+            tr.status = status
+            ex.response_body = tr
+            conn.to_client_s(now, HEADERS_BYTES, busy)       # the HEADERS frame goes first
+            pump(self.world, conn, st.send, tr, conn.to_client_s, client.on_h2_response_chunk, busy)
+        self._h2_maybe_idle(conn)
+
+    def _h2_handler_returned(self, ex: Exchange) -> None:
+        """A handler goroutine ended: its slot goes to the next stream waiting for one."""
+        conn = ex.conn
+        st = conn.h2_server
+        st.running -= 1
+        if ex.write_timer is not None:
+            ex.write_timer.cancel()
+            ex.write_timer = None
+        if conn.state == CLOSED or not self.alive:
+            return
+        while st.unstarted and st.running < self.h2_max_streams:
+            self._h2_run(conn, st.unstarted.popleft())
+        self._h2_maybe_idle(conn)
+
+    def _h2_maybe_idle(self, conn: Conn) -> None:
+        st = conn.h2_server
+        if not st.streams and not st.unstarted and st.idle_since < 0:
+            st.idle_since = self.env.now
+
+    def _h2_on_idle_timeout(self, conn: Conn) -> None:
+        """IdleTimeout: a connection with no stream for the whole timeout is closed with GOAWAY."""
+        st = conn.h2_server
+        st.idle_timer = None
+        if conn.state == CLOSED or not self.alive:
+            return
+        if st.idle_since < 0:
+            st.idle_timer = self.timers.start(self.idle_timeout_s, self._h2_on_idle_timeout, conn)
+            return
+        remaining_s = st.idle_since + self.idle_timeout_s - self.env.now
+        if remaining_s > 1e-12:
+            st.idle_timer = self.timers.start(remaining_s, self._h2_on_idle_timeout, conn)
+        else:
+            self.close(conn, reason="idle_timeout")

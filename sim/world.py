@@ -32,7 +32,8 @@ from sim.server import ServerProcess
 from sim.slow_clients import SlowClients
 from sim.timers import TimerService
 
-ARRAY_TYPECODE = {"int64": "q", "int32": "i", "int16": "h", "int8": "b", "bool": "B", "float64": "d"}
+ARRAY_TYPECODE = {"int64": "q", "int32": "i", "int16": "h", "int8": "b", "bool": "B", "float64": "d",
+                  "float32": "f"}
 
 
 class RoutePlan:
@@ -67,6 +68,8 @@ class Service:
         self.step_draws = world.streams.exponential(f"service.{name}.steps")
         self.route_methods = [r.method for r in config.routes.values()] + ["GET"]
         self.route_body_unread = [r.request_body for r in config.routes.values()] + [False]
+        self.route_request_bytes = [r.request_bytes for r in config.routes.values()] + [0]
+        self.route_response_bytes = [r.response_bytes for r in config.routes.values()] + [0]
         dbs = {st.query.split(".", 1)[0] for r in config.routes.values() for st in r.steps if st.query}
         self.databases_used = sorted(dbs)
         self.generation = 0
@@ -136,6 +139,10 @@ class World:
         self.wasted_handler_s = 0.0
         self.shed_rejected = 0
         self.shed_dropped = 0
+        self.h2_goaways = 0          # GOAWAY ENHANCE_YOUR_CALM: too many streams waiting for a handler
+        self.dials = 0               # connections the clients dialled
+        self.syn_retransmits = 0     # SYNs sent again (dropped by a full accept queue, or lost)
+        self.tls_handshakes = 0      # handshakes the server ran (full or resumed)
         self._conn_ids = 0
         self._request_ids = 0
         self.inflight: dict[int, Request] = {}
@@ -165,6 +172,7 @@ class World:
         self._with_breaker = [c for c in self._all_instances if c.breaker is not None]
         self._with_budget = [c for c in self._all_instances if c.budget is not None]
         self._with_throttle = [c for c in self._all_instances if c.throttle is not None]
+        self._with_h2 = [c for c in self._all_instances if c.h2 is not None]
         process_names, client_names = self._level_names()
         self._levels = {name: [] for name in ["time_s", *process_names, *client_names]}
         self._zero_when_dead = process_names      # the process's levels; the clients' go on
@@ -235,13 +243,20 @@ class World:
         self.n_attempts_done += 1
         if not self._record:
             return
-        request_id, attempt, start_at, end_at, error, new_conn = self._att_appends
+        (request_id, attempt, start_at, end_at, error, new_conn,
+         pool_wait_s, connect_s, tls_s, backlog_s, flow_wait_s, to_server_s) = self._att_appends
         request_id(att.request.id)
         attempt(att.number - 1)
         start_at(att.start_at)
         end_at(self.env.now)
         error(code)
         new_conn(1 if att.new_conn else 0)
+        pool_wait_s(att.pool_wait_s)
+        connect_s(att.connect_s)
+        tls_s(att.tls_s)
+        backlog_s(att.backlog_s)
+        flow_wait_s(att.flow_wait_s)
+        to_server_s(att.to_server_s)
 
     def finish_request(self, req: Request, code: int) -> None:
         self.inflight.pop(req.id, None)
@@ -283,6 +298,9 @@ class World:
             client_names += ["throttle_reject_probability"]
         if any(c.edge_limits is not None or c.budget is not None for c in self._all_instances):
             client_names += ["retries_outstanding"]
+        client_names += ["client_ports_time_wait"]
+        if self._with_h2:
+            client_names += ["h2_streams_open"]
         return names, client_names
 
     def _sample(self):
@@ -346,6 +364,9 @@ class World:
                 sum(c.throttle.reject_probability(now) for c in self._with_throttle) / len(self._with_throttle))
         if "retries_outstanding" in levels:
             levels["retries_outstanding"].append(sum(c.retries_held for c in self._all_instances))
+        levels["client_ports_time_wait"].append(sum(c.ports.time_wait(now) for c in self._all_instances))
+        if self._with_h2:
+            levels["h2_streams_open"].append(sum(c.h2.streams_open() for c in self._with_h2))
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)
@@ -436,6 +457,13 @@ class World:
             "retries_denied": float(sum(c.retries_denied for c in self._all_instances)),
             "breaker_rejections": float(sum(c.rejected["breaker_open"] for c in self._all_instances)),
             "throttle_rejections": float(sum(c.rejected["throttled"] for c in self._all_instances)),
+            "dials": float(self.dials),
+            "syn_retransmits": float(self.syn_retransmits),
+            "tls_handshakes": float(self.tls_handshakes),
+            "peak_client_ports_in_use": float(max((c.ports.peak_in_use for c in self._all_instances), default=0)),
+            "h2_redundant_conns": float(sum(c.h2.redundant_dials for c in self._with_h2)),
+            "h2_stream_resets_sent": float(sum(c.h2.stream_resets_sent for c in self._with_h2)),
+            "h2_goaways": float(self.h2_goaways),
         }
         self.milestones.breaker_transitions = sorted(
             (at_s, c.client_index, c.index, state)

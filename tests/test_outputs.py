@@ -33,7 +33,7 @@ LEVEL_COLUMNS = (
     "memory_mib", "cpu_utilization", "gc_fraction", "inflight_requests", "inflight.<route>",
     "db_in_use.<db>", "db_waiters.<db>", "client_connections", "client_inflight",
     "shed_admitted", "shed_queue_length", "breakers_open", "breakers_half_open", "retry_budget_left",
-    "throttle_reject_probability", "retries_outstanding",
+    "throttle_reject_probability", "retries_outstanding", "client_ports_time_wait", "h2_streams_open",
 )
 
 
@@ -567,8 +567,13 @@ POLICY_KEYS = ("faults_end_at_s", "goodput_during_fault_rps", "healthy_again_at_
                "breaker_trips", "first_trip_at_s", "time_to_trip_s", "breakers_closed_at_s",
                "retries_denied", "shed_rejected", "shed_dropped")
 """Our additions for comparing resilience policies (docs/outputs.md), not in design.md §4."""
+TO_SERVER_KEYS = ("to_server_mean_ms", "to_server_p50_ms", "to_server_p99_ms", "to_server_pool_wait_fraction",
+                  "to_server_connect_fraction", "to_server_tls_fraction", "to_server_backlog_fraction",
+                  "to_server_flow_wait_fraction", "to_server_transit_fraction", "attempts_reached_server",
+                  "attempts_never_reached_server")
+"""Our additions: the time before the server sees an attempt (docs/outputs.md), not in design.md §4."""
 EXTRA_KEYS = ("scenario", "seed", "duration_s", "max_accept_queue", "events", "wall_s", "provenance",
-              *POLICY_KEYS)
+              *POLICY_KEYS, *TO_SERVER_KEYS)
 
 
 def design_table_keys() -> list[str]:
@@ -596,7 +601,7 @@ def test_summary_keys_are_the_agreed_list():
     assert SUMMARY_KEYS == (
         "scenario", "seed", "duration_s", "offered_rps", "goodput_rps", "success_rate",
         "p50_ms", "p90_ms", "p99_ms", "p999_ms", "p99_success_ms", "attempts_per_request",
-        "incomplete", "errors", "max_server_connections", "max_accept_queue", "max_open_fds",
+        "incomplete", "errors", *TO_SERVER_KEYS, "max_server_connections", "max_accept_queue", "max_open_fds",
         "max_goroutines", "peak_memory_mib", "max_cpu_utilization", "wasted_work_fraction",
         "trigger_at_s", "collapse_at_s", "collapse_time_s", "recovered_at_s", "outcome",
         *POLICY_KEYS, "crashes", "crash_loop", "fd_exhausted_at_s", "oom_killed_at_s", "truncated",
