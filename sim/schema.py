@@ -402,6 +402,30 @@ class EdgeLimitsConfig:
 
 
 @dataclass(frozen=True)
+class OutlierDetectionConfig:
+    """Envoy outlier detection on one edge: sick instances of the callee leave the load balancer's
+    pool for a while (api/envoy/config/cluster/v3/outlier_detection.proto; semantics.md §7)."""
+
+    enabled: bool = setting(False, "Eject outlier instances (off: a Go client has none).")
+    consecutive_5xx: int = setting(5, "Consecutive 5xx answers (or connection failures) from one instance that eject it.", ge=1)
+    enforcing_consecutive_5xx: float = setting(100.0, "Percent chance that a consecutive-5xx detection is enforced.", ge=0, le=100)
+    consecutive_gateway_failure: int = setting(5, "Consecutive gateway failures (502, 503, 504, connection failures) that eject an instance.", ge=1)
+    enforcing_consecutive_gateway_failure: float = setting(0.0, "Percent chance that a gateway-failure detection is enforced (Envoy: 0, off).", ge=0, le=100)
+    interval: Duration = setting(10.0, "Time between sweeps that judge success rates and failure percentages and return instances whose ejection has ended.", gt=0)
+    base_ejection_time: Duration = setting(30.0, "An ejection lasts this long times the number of times the instance was ejected ...", gt=0)
+    max_ejection_time: Duration = setting(300.0, "... capped at this.", gt=0)
+    max_ejection_percent: float = setting(10.0, "At most this percent of the instances are ejected at once (at least one).", ge=0, le=100)
+    enforcing_success_rate: float = setting(100.0, "Percent chance that a success-rate detection is enforced.", ge=0, le=100)
+    success_rate_minimum_hosts: int = setting(5, "Success-rate detection needs at least this many instances with enough requests in the interval.", ge=1)
+    success_rate_request_volume: int = setting(100, "Requests an instance needs in the interval to be judged by success rate.", ge=1)
+    success_rate_stdev_factor: float = setting(1.9, "Ejected when its success rate is below mean - factor x stdev of the judged instances (Envoy's 1900 / 1000).", ge=0)
+    failure_percentage_threshold: float = setting(85.0, "Ejected when its failure percentage in the interval is at least this ...", ge=0, le=100)
+    enforcing_failure_percentage: float = setting(0.0, "... with this percent chance (Envoy: 0, off).", ge=0, le=100)
+    failure_percentage_minimum_hosts: int = setting(5, "Failure-percentage detection needs at least this many instances with enough requests.", ge=1)
+    failure_percentage_request_volume: int = setting(50, "Requests an instance needs in the interval to be judged by failure percentage.", ge=1)
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     """A source of load that calls one service through one edge (transport + policies)."""
 
