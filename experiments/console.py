@@ -33,6 +33,23 @@ def untouched_goodput_during_fault_rps(result: RunResult) -> float | None:
     return untouched_goodput_rps(result, from_s=result.milestones.trigger_at_s)
 
 
+TO_SERVER_SHARES: tuple[tuple[str, str], ...] = (
+    ("pool_wait", "pool"), ("connect", "connect"), ("tls", "TLS"),
+    ("backlog", "backlog"), ("flow_wait", "flow"), ("transit", "transit"),
+)
+
+
+def to_server_line(s: dict[str, Any]) -> str:
+    """One line: the time before the server sees an attempt, P50/P99 and each phase's share."""
+    label = "  time before the server sees it: "
+    never = s.get("attempts_never_reached_server") or 0
+    tail = f"; {never:,} attempt{'s' if never != 1 else ''} never reached it" if never else ""
+    if s.get("to_server_p50_ms") is None:
+        return label + "no attempt reached the server" + tail
+    shares = ", ".join(f"{name} {_fmt(s.get(f'to_server_{part}_fraction'), '%')}" for part, name in TO_SERVER_SHARES)
+    return label + f"P50 {_fmt(s['to_server_p50_ms'], 'ms')}, P99 {_fmt(s.get('to_server_p99_ms'), 'ms')} ({shares})" + tail
+
+
 def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     s = result.summary
     lines = [f"{s['scenario']}  (seed {s['seed']}, {_fmt(s['duration_s'], 's')} simulated in {_fmt(s['wall_s'], 's', 2)} wall, {s['events']:,} events)"]
@@ -43,6 +60,7 @@ def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     lines.append(f"  offered / goodput    {_fmt(s['offered_rps'], 'req/s')} / {_fmt(s['goodput_rps'], 'req/s')}   success {_fmt(s['success_rate'], '%')}")
     lines.append(f"  untouched goodput    {_fmt(untouched_goodput_during_fault_rps(result), 'req/s')} from the trigger on")
     lines.append(f"  latency              p50 {_fmt(s['p50_ms'], 'ms')}  p90 {_fmt(s['p90_ms'], 'ms')}  p99 {_fmt(s['p99_ms'], 'ms')}  p99.9 {_fmt(s['p999_ms'], 'ms')}  (p99 of successes {_fmt(s['p99_success_ms'], 'ms')})")
+    lines.append(to_server_line(s))
     lines.append(f"  attempts/request     {_fmt(s['attempts_per_request'], '', 3)}   incomplete {s['incomplete']:,}   wasted handler time {_fmt(s['wasted_work_fraction'], '%')}")
     errors = {k: v for k, v in s["errors"].items() if v}
     lines.append("  errors               " + (", ".join(f"{k} {v:,}" for k, v in errors.items()) if errors else "none"))

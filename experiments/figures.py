@@ -2,8 +2,9 @@
 
 This module owns how a ``RunResult`` looks: the stacked time-series panels of
 one run (levels the engine sampled, per-window series from ``sim.outputs``),
-the fault windows and milestones drawn across them, and the overlay of several
-runs for a scenario comparison. Every factory is pure: data in,
+the fault windows and milestones drawn across them, the time before the server
+sees an attempt split into its phases, and the overlay of several runs for a
+scenario comparison. Every factory is pure: data in,
 ``plotly.graph_objects.Figure`` out, no file I/O. Missing series (a level the
 engine did not sample, windows not computed yet) leave their panel empty
 instead of failing. Long traces are decimated to at most ``MAX_POINTS_PER_TRACE``
@@ -20,6 +21,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from sim.outputs import TO_SERVER_PARTS
 from sim.result import RunResult
 from sim.schema import ERROR_KINDS, ServiceConfig
 
@@ -47,8 +49,14 @@ COMPARISON_PANELS: tuple[tuple[str, str], ...] = (
     ("Untouched goodput", "requests/s"),
     ("P99 latency per window", "ms (log)"),
 )
+TO_SERVER_PANELS: tuple[tuple[str, str], ...] = (
+    ("Mean time before the server sees an attempt, by phase", "ms"),
+    ("Time before the server sees it (P50, P99) against request latency", "ms (log)"),
+    ("Attempts that never reached the server, and request timeouts", "per s"),
+)
 LATENCY_ROW = 7      # 1-based rows with a log y axis
 COMPARISON_LATENCY_ROW = 5
+TO_SERVER_LATENCY_ROW = 2
 
 FAULT_FILL = "rgba(255, 140, 0, 0.13)"
 MILESTONE_COLOURS: dict[str, str] = {
@@ -62,6 +70,15 @@ MILESTONE_COLOURS: dict[str, str] = {
 }
 ERROR_COLOURS: dict[str, str] = dict(zip(ERROR_KINDS, qualitative.Set1 + qualitative.Pastel1))
 RUN_COLOURS: list[str] = list(qualitative.Plotly)
+TO_SERVER_LABELS: dict[str, str] = {
+    "pool_wait": "pool wait", "connect": "TCP connect", "tls": "TLS handshake",
+    "backlog": "accept backlog", "flow_wait": "flow-control wait", "transit": "network transit",
+}
+TO_SERVER_COLOURS: dict[str, str] = {
+    "pool_wait": "#9467bd", "connect": "#1f77b4", "tls": "#ff7f0e",
+    "backlog": "#d62728", "flow_wait": "#2ca02c", "transit": "#7f7f7f",
+}
+TIMEOUT_KINDS: tuple[str, ...] = ("client_timeout", "dial_timeout", "tls_timeout", "response_header_timeout")
 
 
 @dataclass(frozen=True)
@@ -332,6 +349,74 @@ def timeseries_figure(result: RunResult) -> go.Figure:
     return fig
 
 
+def to_server_figure(result: RunResult) -> go.Figure:
+    """Where the time before the server sees an attempt goes, per window (docs/outputs.md).
+
+    (1) the mean time-to-server of the attempts the server got in each window, stacked
+    by phase (pool wait, TCP connect, TLS, accept backlog, flow-control wait, network
+    transit): the stack's top is the mean ``to_server_s``; (2) its P50 and P99 on a log
+    axis beside the P99 latency of the requests completing in the window and the
+    clients' ``client_timeout``, so the share of the budget spent before the server
+    starts is read off directly; (3) attempts that ended without ever reaching the
+    server and the requests failing with a timeout, per second.
+    """
+    n_rows = len(TO_SERVER_PANELS)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=[title for title, _ in TO_SERVER_PANELS])
+    win = result.windows
+    tw = np.asarray(win.get("time_s", []), dtype=float)
+    # (1) stacked mean per phase; one set of kept points for all six so the stack stays aligned
+    parts = [(part, win.get(f"to_server_mean_ms.{part}")) for part, _ in TO_SERVER_PARTS]
+    if all(y is not None and len(y) for _, y in parts):
+        n = min(len(tw), *(len(y) for _, y in parts))
+        ys = {part: np.asarray(y[:n], dtype=float) for part, y in parts}
+        keep = _stack_keep(sum(np.nan_to_num(y) for y in ys.values()))
+        for part, y in ys.items():
+            name = TO_SERVER_LABELS[part]
+            fig.add_trace(go.Scatter(
+                x=tw[:n][keep], y=y[keep], name=name, mode="lines", stackgroup="stack1",
+                line=dict(width=0.5, color=TO_SERVER_COLOURS[part]), legend="legend",
+                hovertemplate=f"%{{y:.4g}} ms at %{{x:.2f}} s<extra>{name}</extra>"), row=1, col=1)
+    # (2) distribution against the request latency and the clients' budgets
+    _line(fig, 2, tw, _positive(win.get("to_server_p50_ms")), "to server P50", colour="#2ca02c",
+          hover_unit=" ms")
+    _line(fig, 2, tw, _positive(win.get("to_server_p99_ms")), "to server P99", colour="#d62728",
+          hover_unit=" ms")
+    _line(fig, 2, tw, _positive(win.get("p99_ms")), "request latency P99", colour="#444", dash="dot",
+          hover_unit=" ms")
+    for budget_ms, clients in client_timeouts_ms(result).items():
+        _limit_line(fig, 2, tw, budget_ms, 0.0, f"client_timeout {', '.join(clients)}", "ms")
+    fig.update_yaxes(type="log", row=TO_SERVER_LATENCY_ROW, col=1)
+    # (3) attempts the server never saw, and timeouts
+    _line(fig, 3, tw, window_rate_per_s(result, "never_reached_server"), "attempts that never reached the server",
+          colour="#8c564b", hover_unit=" /s")
+    timeouts = [window_rate_per_s(result, f"failures.{kind}") for kind in TIMEOUT_KINDS]
+    if any(rate is not None for rate in timeouts):
+        total = sum(np.nan_to_num(rate) for rate in timeouts if rate is not None)
+        _line(fig, 3, tw, total, "requests timed out (client, dial, TLS, header)", colour="#ff7f0e",
+              dash="dash", hover_unit=" /s")
+
+    _shade_faults(fig, result, n_rows)
+    _mark_milestones(fig, milestone_marks(result), n_rows)
+    s = result.summary
+    stats = ""
+    if s.get("to_server_p50_ms") is not None:
+        stats = f": P50 {s['to_server_p50_ms']:,.1f} ms, P99 {s['to_server_p99_ms']:,.1f} ms"
+    _stack_layout(fig, TO_SERVER_PANELS, per_panel_legend=True,
+                  title=f"{result.scenario.name}: time before the server sees it{stats}", top_margin_px=130)
+    return fig
+
+
+def client_timeouts_ms(result: RunResult) -> dict[float, list[str]]:
+    """Each distinct ``client_timeout`` (ms) set on a client, with the clients that have it."""
+    out: dict[float, list[str]] = {}
+    for name, client in result.scenario.clients.items():
+        timeout_s = float(getattr(getattr(client, "transport", None), "client_timeout", 0.0) or 0.0)
+        if timeout_s > 0:
+            out.setdefault(timeout_s * 1000.0, []).append(name)
+    return out
+
+
 def comparison_figure(results: list[tuple[str, RunResult]]) -> go.Figure:
     """Key series of several runs overlaid, one colour per run, shared time axis."""
     n_rows = len(COMPARISON_PANELS)
@@ -385,6 +470,13 @@ def comparison_figure(results: list[tuple[str, RunResult]]) -> go.Figure:
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def _stack_keep(total: np.ndarray) -> np.ndarray:
+    """Indexes to draw of stacked series: all of them, or the min/max envelope of their total."""
+    index = np.arange(len(total), dtype=float)
+    kept, _ = decimate(index, total)
+    return kept.astype(np.int64)
 
 
 def _nanmax(y: Any) -> float:

@@ -2,10 +2,11 @@
 
 This module owns the report pages: the header (scenario, seed, outcome badge,
 provenance), the KPI table with every summary key formatted with its unit, the
-milestone list, the plotly figures of ``experiments.figures`` and the scenario
-as YAML. Pages inline plotly.js once, so they open offline from a file or an
-e-mail attachment. ``render_*`` build the page as a string; ``write_*`` write it
-atomically (``experiments.run_files.write_atomic``).
+milestone list, the plotly figures of ``experiments.figures`` (the time series,
+and the time before the server sees an attempt) and the scenario as YAML. Pages
+inline plotly.js once, so they open offline from a file or an e-mail attachment.
+``render_*`` build the page as a string; ``write_*`` write it atomically
+(``experiments.run_files.write_atomic``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import plotly.graph_objects as go
 import yaml
 
-from experiments.figures import comparison_figure, milestone_marks, timeseries_figure
+from experiments.figures import (
+    TO_SERVER_LABELS, comparison_figure, milestone_marks, timeseries_figure, to_server_figure,
+)
 from experiments.kpis import untouched_goodput_rps
 from experiments.run_files import write_atomic
 from sim.result import RunResult
@@ -49,6 +52,17 @@ KPI_LABELS: dict[str, tuple[str, str]] = {
     "attempts_per_request": ("Attempts per request", "x"),
     "incomplete": ("Incomplete requests", "int"),
     "errors": ("Errors by kind", "errors"),
+    "to_server_mean_ms": ("Time before the server sees an attempt, mean", "ms"),
+    "to_server_p50_ms": ("Time before the server sees an attempt, P50", "ms"),
+    "to_server_p99_ms": ("Time before the server sees an attempt, P99", "ms"),
+    "to_server_pool_wait_fraction": ("... of which pool wait", "%"),
+    "to_server_connect_fraction": ("... of which TCP connect", "%"),
+    "to_server_tls_fraction": ("... of which TLS handshake", "%"),
+    "to_server_backlog_fraction": ("... of which accept backlog", "%"),
+    "to_server_flow_wait_fraction": ("... of which flow-control wait", "%"),
+    "to_server_transit_fraction": ("... of which network transit", "%"),
+    "attempts_reached_server": ("Attempts the server got", "int"),
+    "attempts_never_reached_server": ("Attempts that never reached the server", "int"),
     "max_server_connections": ("Max server connections", "int"),
     "max_accept_queue": ("Max accept queue", "int"),
     "max_open_fds": ("Max open fds", "int"),
@@ -236,6 +250,34 @@ def milestones_html(result: RunResult) -> str:
     return '<ul class="milestones">' + "".join(items) + "</ul>"
 
 
+def to_server_html(summary: dict[str, Any]) -> str:
+    """The paragraph above the time-to-server figure: how to read it, and the run's figures."""
+    how = ("Every attempt spends some time before the server's handler has its request: waiting for a "
+           "pooled connection or an HTTP/2 stream slot, dialling (TCP connect with any SYN retransmits), "
+           "the TLS handshake, queueing in the server's accept backlog, HTTP/2 flow control holding the "
+           "body back, and the network transit itself. The top panel stacks the mean of each phase over "
+           "the attempts the server got in each window (bucketed by the instant it got them), so the "
+           "stack's height is their mean time-to-server; the middle panel puts its P50 and P99 beside "
+           "the requests' P99 latency and each client's <code>client_timeout</code> (the gap between that "
+           "P99 and the timeout is the budget left for the server's own work); the bottom panel counts "
+           "attempts that ended before the server ever saw them (they are not in the two panels above) "
+           "and requests failing with a timeout.")
+    if summary.get("to_server_p50_ms") is None:
+        figures = '<span class="muted">No attempt of the measured population reached the server.</span>'
+    else:
+        shares = ", ".join(
+            f"{html.escape(label)} {format_kpi(summary.get(f'to_server_{part}_fraction'), '%')}"
+            for part, label in TO_SERVER_LABELS.items())
+        figures = (f"Attempts of the measured population that reached the server: P50 {format_kpi(summary['to_server_p50_ms'], 'ms')}, "
+                   f"P99 {format_kpi(summary.get('to_server_p99_ms'), 'ms')}, mean "
+                   f"{format_kpi(summary.get('to_server_mean_ms'), 'ms')} ({shares}).")
+    never = summary.get("attempts_never_reached_server")
+    if never:
+        figures += (f" {format_number(never)} attempt{'s' if never != 1 else ''} ended without reaching "
+                    "the server.")
+    return f'<p class="description to-server">{how}</p>\n<p class="to-server-figures">{figures}</p>'
+
+
 def kpi_table(summary: dict[str, Any]) -> str:
     rows = []
     keys = list(summary) if summary else []
@@ -283,6 +325,8 @@ def render_report_html(result: RunResult) -> str:
         "<h2>Milestones</h2>", milestones_html(result),
         "<h2>Time series</h2>",
         figure_html(timeseries_figure(result), with_plotlyjs=True, div_id="timeseries"),
+        '<h2 id="time-to-server">Time before the server sees it</h2>', to_server_html(summary),
+        figure_html(to_server_figure(result), with_plotlyjs=False, div_id="to-server"),
         "<h2>Scenario</h2>",
         "<details><summary>Scenario as YAML</summary><pre>"
         f"{html.escape(scenario_yaml(result))}</pre></details>",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.result import ERROR_CODE, INCOMPLETE, SUCCESS, Milestones, RunResult
+from sim.result import ERROR_CODE, INCOMPLETE, SUCCESS, TO_SERVER_PHASES, Milestones, RunResult
 from sim.schema import ERROR_KINDS
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -35,6 +35,17 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "attempts_per_request",
     "incomplete",
     "errors",
+    "to_server_mean_ms",
+    "to_server_p50_ms",
+    "to_server_p99_ms",
+    "to_server_pool_wait_fraction",
+    "to_server_connect_fraction",
+    "to_server_tls_fraction",
+    "to_server_backlog_fraction",
+    "to_server_flow_wait_fraction",
+    "to_server_transit_fraction",
+    "attempts_reached_server",
+    "attempts_never_reached_server",
     "max_server_connections",
     "max_accept_queue",
     "max_open_fds",
@@ -72,6 +83,18 @@ SUMMARY_KEYS: tuple[str, ...] = (
 
 OUTCOMES: tuple[str, ...] = ("stable", "recovered", "crashed", "metastable", "undecided")
 
+TO_SERVER_PARTS: tuple[tuple[str, str | None], ...] = (
+    ("pool_wait", "pool_wait_s"),
+    ("connect", "connect_s"),
+    ("tls", "tls_s"),
+    ("backlog", "backlog_s"),
+    ("flow_wait", "flow_wait_s"),
+    ("transit", None),
+)
+"""The six parts of the time before the server sees an attempt: (name, attempt column).
+The first five are measured by the engine; ``transit`` is ``to_server_s`` minus their sum."""
+assert tuple(column for _, column in TO_SERVER_PARTS[:-1]) == TO_SERVER_PHASES
+
 WINDOW_SERIES: dict[str, str] = {
     "time_s": "Right edge t of the bucket (t - sample_interval, t]; the grid runs from 0 to the "
               "end of the run (the last bucket is shorter when the end is not on the grid).",
@@ -88,6 +111,18 @@ WINDOW_SERIES: dict[str, str] = {
     "p50_ms": "Median latency of the requests completing in the bucket (successes and "
               "failures); NaN if none completed.",
     "p99_ms": "P99 latency of the requests completing in the bucket; NaN if none completed.",
+    "reached_server": "Attempts whose request the server's handler got in the bucket, by that instant "
+                      "(start_at + to_server_s).",
+    "never_reached_server": "Finished attempts that ended without the server ever having their request "
+                            "(to_server_s NaN), by attempt end time.",
+    "to_server_p50_ms": "Median time before the server saw the request (to_server_s) over the "
+                        "`reached_server` attempts of the bucket; NaN if none.",
+    "to_server_p99_ms": "P99 of to_server_s over the `reached_server` attempts of the bucket; NaN if none.",
+    **{f"to_server_mean_ms.{part}": f"Mean {part.replace('_', ' ')} time (ms) of the `reached_server` attempts "
+                                    f"of the bucket" + (" (to_server_s minus the five measured phases)"
+                                                        if column is None else f" (`{column}`)")
+                                    + "; the six parts sum to their mean to_server_s. NaN if none."
+       for part, column in TO_SERVER_PARTS},
     "offered_untouched_rps": "Judged arrivals over the trailing collapse_window (t - collapse_window, t] "
                              "/ collapse_window. Judged = untouched traffic, or all traffic when no "
                              "request of the population is untouched.",
@@ -164,6 +199,8 @@ def summarize(result: RunResult) -> None:
     p50_ms, p99_ms = _bucket_percentiles(grid_s, end_at[completed], latency_s[completed] * 1000.0, (50.0, 99.0))
     windows["p50_ms"] = p50_ms
     windows["p99_ms"] = p99_ms
+    to_server = _ToServer(attempts)
+    windows.update(_to_server_windows(grid_s, attempt_start, to_server))
     window_s = float(outcome_cfg.collapse_window)
     offered_n = _trailing_counts(grid_s, arrival_at[judged], window_s)
     goodput_n = _trailing_counts(grid_s, end_at[success & judged], window_s)
@@ -228,7 +265,8 @@ def summarize(result: RunResult) -> None:
 
     attempt_ids = np.asarray(attempts["request_id"], dtype=np.int64)
     pop_ids = np.asarray(requests["request_id"], dtype=np.int64)[in_population]
-    n_pop_attempts = int(np.isin(attempt_ids, pop_ids).sum()) if n_population else 0
+    pop_attempt = np.isin(attempt_ids, pop_ids) if n_population else np.zeros(len(attempt_ids), bool)
+    n_pop_attempts = int(pop_attempt.sum())
 
     pop_error = error[in_population]
     errors = {kind: int((pop_error == ERROR_CODE[kind]).sum()) for kind in ERROR_KINDS}
@@ -253,6 +291,7 @@ def summarize(result: RunResult) -> None:
         "incomplete": n_incomplete,
         "errors": errors,
     }
+    summary.update(_to_server_summary(to_server, pop_attempt))
     for key, column, counter, decimals in _LEVEL_PEAKS:
         summary[key] = _peak(result.levels.get(column), counters.get(counter) if counter else None, decimals)
     summary.update({
@@ -353,6 +392,92 @@ def _bucket_percentiles(grid_s: np.ndarray, at_s: np.ndarray, values: np.ndarray
         series[filled] = np.where(gamma >= 0.5, b - diff * (1.0 - gamma), a + diff * gamma)
         out.append(series)
     return out
+
+
+# --------------------------------------------------- time before the server sees it
+
+
+class _ToServer:
+    """The attempt records' time-to-server columns, read one part at a time (a storm has
+    millions of attempts: no six float64 copies at once).
+
+    ``span`` is ``to_server_s`` in float64 (NaN if the server never had the request),
+    ``reached`` where it is not NaN, ``ended`` the finished attempts (not in flight at the
+    end). ``part(name, mask)`` is the part of TO_SERVER_PARTS over the attempts of
+    ``mask`` (a subset of ``reached``), in float64 seconds; ``transit`` is derived."""
+
+    def __init__(self, attempts: dict[str, np.ndarray]) -> None:
+        self.attempts = attempts
+        self.n = len(attempts["request_id"])
+        self.span = self._column("to_server_s", np.nan, None)
+        self.reached = np.isfinite(self.span)
+        self.ended = np.asarray(attempts["error"], dtype=np.int64) != INCOMPLETE
+        self.end_at = np.asarray(attempts["end_at"], dtype=np.float64)
+
+    def _column(self, name: str, fill: float, mask: np.ndarray | None) -> np.ndarray:
+        values = self.attempts.get(name)
+        if values is None:          # records made before these columns existed
+            return np.full(self.n if mask is None else int(mask.sum()), fill)
+        values = np.asarray(values)
+        return (values if mask is None else values[mask]).astype(np.float64)
+
+    def part(self, name: str, mask: np.ndarray) -> np.ndarray:
+        column = dict(TO_SERVER_PARTS)[name]
+        if column is not None:
+            return self._column(column, 0.0, mask)
+        transit = self.span[mask]
+        for phase in TO_SERVER_PHASES:
+            transit -= self._column(phase, 0.0, mask)
+        return transit
+
+
+def _to_server_windows(grid_s: np.ndarray, start_at: np.ndarray, ts: _ToServer) -> dict[str, np.ndarray]:
+    """The to-server window series (WINDOW_SERIES), bucketed by the instant the server had the request."""
+    reached = ts.reached
+    span_s = ts.span[reached]
+    seen_at = start_at[reached] + span_s
+    n_buckets = len(grid_s)
+    index = np.searchsorted(grid_s, seen_at, side="left")      # bucket (grid[k-1], grid[k]]
+    inside = index < n_buckets
+    index = index[inside]
+    counts = np.bincount(index, minlength=n_buckets)[:n_buckets]
+    out: dict[str, np.ndarray] = {"reached_server": counts.astype(np.int64)}
+    out["never_reached_server"] = _bucket_counts(grid_s, ts.end_at[ts.ended & ~reached])
+    p50, p99 = _bucket_percentiles(grid_s, seen_at, span_s * 1000.0, (50.0, 99.0))
+    out["to_server_p50_ms"], out["to_server_p99_ms"] = p50, p99
+    filled = counts > 0
+    for part, _ in TO_SERVER_PARTS:
+        values = ts.part(part, reached)[inside]
+        total_ms = np.bincount(index, weights=values, minlength=n_buckets)[:n_buckets] * 1000.0
+        mean_ms = np.full(n_buckets, np.nan)
+        mean_ms[filled] = total_ms[filled] / counts[filled]
+        out[f"to_server_mean_ms.{part}"] = mean_ms
+    return out
+
+
+def _to_server_summary(ts: _ToServer, in_population: np.ndarray) -> dict[str, Any]:
+    """The to_server_* summary keys over the attempts of population requests."""
+    reached = in_population & ts.reached
+    n_reached = int(reached.sum())
+    summary: dict[str, Any] = {
+        "to_server_mean_ms": None, "to_server_p50_ms": None, "to_server_p99_ms": None,
+        **{f"to_server_{part}_fraction": None for part, _ in TO_SERVER_PARTS},
+        "attempts_reached_server": n_reached,
+        "attempts_never_reached_server": int((in_population & ts.ended & ~ts.reached).sum()),
+    }
+    if not n_reached:
+        return summary
+    span_s = ts.span[reached]
+    p50, p99 = np.percentile(span_s * 1000.0, (50.0, 99.0), method="linear")
+    summary["to_server_mean_ms"] = _round(float(np.mean(span_s)) * 1000.0, _MS_DECIMALS)
+    summary["to_server_p50_ms"] = _round(float(p50), _MS_DECIMALS)
+    summary["to_server_p99_ms"] = _round(float(p99), _MS_DECIMALS)
+    total_s = float(np.sum(span_s))
+    if total_s > 0:
+        for part, _ in TO_SERVER_PARTS:
+            share = _round(float(np.sum(ts.part(part, reached))) / total_s, _FRACTION_DECIMALS)
+            summary[f"to_server_{part}_fraction"] = None if share is None else share + 0.0   # no -0.0
+    return summary
 
 
 # ------------------------------------------------------ collapse and recovery
