@@ -136,3 +136,16 @@ def make_shedding(config: SheddingConfig) -> ServerShedding | None:
                         timeout_s=(config.queue_timeout or None) if config.discipline != "codel" else None,
                         target_s=config.codel_target, interval_s=config.codel_interval)
     return ServerShedding(ShedPolicyConfig(max_in_flight=config.max_in_flight, queue=queue))
+
+
+# Outlier detection (service graphs): imported here, next to its factory.
+from sim.outlier_detection import OutlierDetector  # noqa: E402
+from sim.schema import OutlierDetectionConfig  # noqa: E402
+
+
+def make_outlier_detector(config: OutlierDetectionConfig, n_hosts: int) -> OutlierDetector | None:
+    """Envoy outlier detection for the ``n_hosts`` instances of the callee behind one edge, or None when
+    not ``enabled``. One detector per edge and caller process: Envoy's detector is per cluster."""
+    if not config.enabled:
+        return None
+    return OutlierDetector(config, n_hosts)
