@@ -27,9 +27,13 @@ class Cores:
         self._queue: deque[tuple[float, simpy.Event]] = deque()
         self._busy_core_s = 0.0
         self._last_change_at = 0.0
+        self.slowdown = 1.0           # cpu_throttle: CPU work takes this many times longer
 
     def run(self, cpu_s: float) -> simpy.Event:
-        """An event that fires when ``cpu_s`` of CPU work has been done on one core."""
+        """An event that fires when ``cpu_s`` of CPU work has been done on one core (``slowdown``
+        times longer while a cpu_throttle fault holds the process back)."""
+        if self.slowdown != 1.0:
+            cpu_s *= self.slowdown
         done = simpy.Event(self.env)
         done.callbacks.append(self._on_burst_done)
         if self.free > 0:

@@ -35,11 +35,14 @@ OP_ALLOC = 2
 OP_QUERY = 3
 OP_CPU_EXP = 4      # exponential CPU time with this mean
 OP_SLEEP_EXP = 5
+OP_CALL = 6         # a call to another service (with fan-out)
+OP_CHANCE = 7       # (probability, op, arg): the inner step runs with that probability
 
 STATUS_OK = 200
 STATUS_DB_ERROR = 500
 STATUS_BAD_REQUEST = 400
 STATUS_NOT_FOUND = 404
+STATUS_BAD_GATEWAY = 502
 
 
 # phases of the wait the handler is in, for cancellation
@@ -47,6 +50,7 @@ NOT_WAITING = 0
 POOL_WAIT = 1
 DIALLING = 2
 QUERYING = 3
+CALLING = 4
 
 
 class Exchange:
@@ -57,6 +61,8 @@ class Exchange:
         "plan", "op_index", "phase", "token", "waiter", "db_conn", "pool", "query_target",
         "admitted", "shed_entry",
         "h2", "stream_reset", "write_timer", "response_body",
+        "calls", "calls_ok", "calls_failed", "calls_need", "calls_fail_handler", "calls_starting",
+        "ctx_deadline_at", "ctx_deadline_timer",
     )
 
     def __init__(self, server: "ServerProcess", conn: Any, attempt: Any, route: int, start_at: float) -> None:
@@ -90,6 +96,15 @@ class Exchange:
         self.stream_reset = False    # HTTP/2: the stream was reset (by the client, or WriteTimeout)
         self.write_timer = None      # HTTP/2: WriteTimeout of the stream
         self.response_body = None    # HTTP/2: the response body in flight
+        self.calls: list | None = None   # downstream requests of the current call step
+        self.calls_ok = 0
+        self.calls_failed = 0
+        self.calls_need = 0
+        self.calls_fail_handler = True
+        self.calls_starting = False
+        # the caller's propagated deadline: the handler's context ends then
+        self.ctx_deadline_at = attempt.deadline_at if attempt is not None else float("inf")
+        self.ctx_deadline_timer = None
         if attempt is not None:
             attempt.exchange = self
             if attempt.finished:            # the caller gave up while the request was on its way
@@ -104,10 +119,19 @@ class Exchange:
         tracer = self.server.world.tracer
         if tracer is not None:
             tracer.append((self.server.env.now, "ctx_cancelled", self.conn.id, reason))
+        if self.ctx_deadline_timer is not None:
+            self.ctx_deadline_timer.cancel()
+            self.ctx_deadline_timer = None
         if self.shed_entry is not None:
             self.server.leave_queue(self)
         elif self.plan is not None and self.plan.honours_context and self.phase != NOT_WAITING:
             self._abandon_wait()
+
+    def on_ctx_deadline(self, _arg: Any = None) -> None:
+        """The propagated deadline passed: the context ends (what it reaches depends on the route)."""
+        self.ctx_deadline_timer = None
+        if self.server.alive:
+            self.cancel("deadline")
 
     def deadline_expired(self, _arg: Any = None) -> None:
         """The db_deadline of the current query passed: it ends whatever honours_context says."""
@@ -128,7 +152,9 @@ class Exchange:
         pool = self.pool
         phase = self.phase
         self.token += 1            # whatever the wait was waiting for is now stale
-        if phase == QUERYING:
+        if phase == CALLING:
+            self._cancel_calls()
+        elif phase == QUERYING:
             pool.release(self.db_conn, broken=True)
             self.db_conn = None
         elif phase == POOL_WAIT:
@@ -206,10 +232,10 @@ class Exchange:
         if faults.any_route_faults:
             service = server.service
             env = server.env
-            delay = faults.latency_s(service.name, self.route, env.now, self.attempt)
+            delay = faults.latency_s(service.name, self.route, env.now, self.attempt, server.instance)
             injected = 0
             if delay <= 0:
-                injected = faults.injected_status(service.name, self.route, env.now, self.attempt)
+                injected = faults.injected_status(service.name, self.route, env.now, self.attempt, server.instance)
             if injected:
                 server.end_handler(self, injected)
                 return
@@ -223,7 +249,8 @@ class Exchange:
         server = self.server
         if not server.alive:
             return
-        injected = server.world.faults.injected_status(server.service.name, self.route, server.env.now, self.attempt)
+        injected = server.world.faults.injected_status(server.service.name, self.route, server.env.now,
+                                                       self.attempt, server.instance)
         if injected:
             server.end_handler(self, injected)
             return
@@ -241,6 +268,10 @@ class Exchange:
         while self.op_index < n_ops:
             op, arg = ops[self.op_index]
             self.op_index += 1
+            if op == OP_CHANCE:
+                p, op, arg = arg
+                if server.service.chance_draws.next() >= p:
+                    continue
             if op == OP_CPU:
                 server.cores.run(arg).callbacks.append(self._resume)
                 return
@@ -256,11 +287,87 @@ class Exchange:
             if op == OP_SLEEP_EXP:
                 server.env.timeout(arg * server.service.step_draws.next()).callbacks.append(self._resume)
                 return
+            if op == OP_CALL:
+                self._start_calls(arg)
+                return
             self.allocated_b += arg          # OP_ALLOC
             server.add_memory(arg)
             if not server.alive:
                 return
         server.end_handler(self, STATUS_OK)
+
+    # ------------------------------------------------------------ calls
+    def _start_calls(self, arg: tuple) -> None:
+        """A call step: ``fanout`` requests to the callee through this process's edge client; the
+        handler goes on once ``need`` of them succeeded (the rest are cancelled), or fails (502)
+        once too many failed. A route that honours its context passes its deadline and has its
+        calls cancelled when the context ends; one that does not calls with a fresh context."""
+        callee, route, fanout, need, fail_handler = arg
+        server = self.server
+        world = server.world
+        client = server.callers[callee]
+        honours = self.plan.honours_context
+        if self.ctx_done and honours:
+            self._call_step_failed()
+            return
+        self.phase = CALLING
+        self.token += 1
+        self.calls = []
+        self.calls_ok = 0
+        self.calls_failed = 0
+        self.calls_need = need
+        self.calls_fail_handler = fail_handler
+        self.calls_starting = True
+        deadline_at = self.ctx_deadline_at if honours and client.propagates else float("inf")
+        for _ in range(fanout):
+            req = world.new_request(client, route)
+            req.parent = self
+            req.deadline_at = deadline_at
+            self.calls.append(req)
+            client.start_request(req)
+        self.calls_starting = False
+        self._judge_calls()
+
+    def call_done(self, request: Any, code: int) -> None:
+        """A downstream request of the current call step ended."""
+        if self.calls is None or request not in self.calls or not self.server.alive:
+            return
+        if code == 0:
+            self.calls_ok += 1
+        else:
+            self.calls_failed += 1
+        if not self.calls_starting:
+            self._judge_calls()
+
+    def _judge_calls(self) -> None:
+        calls = self.calls
+        if calls is None:
+            return
+        total = len(calls)
+        if self.calls_ok >= self.calls_need:
+            self._cancel_calls()
+            self.phase = NOT_WAITING
+            self._run_steps()
+        elif self.calls_failed > total - self.calls_need:
+            self._cancel_calls()
+            self.phase = NOT_WAITING
+            if self.calls_fail_handler:
+                self.server.end_handler(self, STATUS_BAD_GATEWAY)
+            else:
+                self._run_steps()
+
+    def _cancel_calls(self) -> None:
+        """The handler no longer waits for the calls still out: they are cancelled."""
+        calls, self.calls = self.calls, None
+        if calls:
+            for req in calls:
+                if not req.finished:
+                    req.client.cancel_request(req)
+
+    def _call_step_failed(self) -> None:
+        self.calls = None
+        self.phase = NOT_WAITING
+        self.server.end_handler(self, STATUS_DB_ERROR)
 
     # ------------------------------------------------------------ queries
     def _start_query(self, target: tuple[str, str]) -> None:

@@ -19,7 +19,7 @@ from sim.scenario_error import ScenarioError, name_list, show_value
 from sim.schema import ERROR_KINDS, POLICY_REJECTION_KINDS, Scenario
 from sim.units import format_duration, format_size
 
-STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc")
+STEP_KINDS: tuple[str, ...] = ("cpu", "query", "sleep", "alloc", "call")
 """The settings of a route step of which exactly one is set."""
 
 
@@ -32,14 +32,18 @@ def _step_text(kind: str, value: Any) -> str:
 
 
 def check_supported(scenario: Scenario) -> None:
-    """Reject valid scenarios that this version of the model cannot simulate."""
-    if len(scenario.services) != 1:
-        raise ScenarioError("services", ", ".join(scenario.services),
-                            f"this version simulates exactly one service; the scenario has "
-                            f"{len(scenario.services)} ({', '.join(scenario.services)})")
-    if scenario.edges:
-        raise ScenarioError("edges", len(scenario.edges),
-                            "service-to-service edges are not simulated yet (they arrive with service graphs)")
+    """Reject valid scenarios that this version of the model cannot simulate (none today)."""
+    return None
+
+
+def split_call(target: str) -> tuple[str, str]:
+    """``service.route`` -> (service, route); ``service`` -> (service, "")."""
+    service, _, route = target.partition(".")
+    return service, route
+
+
+def edge_name(caller: str, callee: str) -> str:
+    return f"{caller}->{callee}"
 
 
 def check_references(scenario: Scenario, base_dir: Path) -> Scenario:
@@ -52,10 +56,17 @@ def check_references(scenario: Scenario, base_dir: Path) -> Scenario:
         _check_service(scenario, name, service)
     clients = {name: _check_client(scenario, name, client, base_dir)
                for name, client in scenario.clients.items()}
+    seen_edges: dict[str, int] = {}
     for index, edge in enumerate(scenario.edges):
         for role in ("caller", "callee"):
             _require_service(scenario, f"edges.{index}.{role}", getattr(edge, role))
+        name = edge_name(edge.caller, edge.callee)
+        if name in seen_edges:
+            raise ScenarioError(f"edges.{index}", name, f"{name} is already edges.{seen_edges[name]}; "
+                                                       f"one edge per caller and callee")
+        seen_edges[name] = index
         _check_policies(edge, f"edges.{index}")
+    _check_call_graph(scenario)
     for index, fault in enumerate(scenario.faults):
         _check_fault(scenario, index, fault)
     return dataclasses.replace(scenario, clients=clients)
@@ -76,6 +87,20 @@ def _check_service(scenario: Scenario, name: str, service: Any) -> None:
                                                     f"(this step sets {shown})")
             if step.query:
                 _require_table(scenario, f"{path}.query", step.query)
+            if step.call:
+                callee, route = split_call(step.call)
+                target = _require_service(scenario, f"{path}.call", callee)
+                if route and route not in target.routes:
+                    raise ScenarioError(f"{path}.call", step.call,
+                                        f"{route!r} is not a route of service {callee!r}; "
+                                        f"routes: {name_list(target.routes)}")
+                if not route and not target.routes:
+                    raise ScenarioError(f"{path}.call", step.call, f"service {callee!r} has no routes to call")
+                if step.fanout_wait > step.fanout:
+                    raise ScenarioError(f"{path}.fanout_wait", step.fanout_wait,
+                                        f"{step.fanout_wait} is more than fanout ({step.fanout})")
+            elif step.fanout != 1 or step.fanout_wait:
+                raise ScenarioError(f"{path}.fanout", step.fanout, "fanout and fanout_wait go with a call step")
     _check_shedding(service.shedding, f"services.{name}.shedding")
 
 
@@ -135,12 +160,58 @@ def _check_client(scenario: Scenario, name: str, client: Any, base_dir: Path) ->
     return dataclasses.replace(client, load=dataclasses.replace(load, trace=str(trace_path)))
 
 
+def _check_call_graph(scenario: Scenario) -> None:
+    """Calls form a graph between services; a cycle is an error unless allow_cycles says so."""
+    calls: dict[str, list[str]] = {name: [] for name in scenario.services}
+    for name, service in scenario.services.items():
+        for route in service.routes.values():
+            for step in route.steps:
+                if step.call:
+                    callee = split_call(step.call)[0]
+                    if callee not in calls[name]:
+                        calls[name].append(callee)
+    if scenario.allow_cycles:
+        return
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in calls[node]:
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt]
+                raise ScenarioError("services", " -> ".join(cycle),
+                                    f"the calls form a cycle ({' -> '.join(cycle)}); set allow_cycles: true "
+                                    f"if that is intended")
+            if state.get(nxt) is None:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in calls:
+        if state.get(name) is None:
+            visit(name, [name])
+
+
 def _check_fault(scenario: Scenario, index: int, fault: Any) -> None:
     path = f"faults.{index}"
     if fault.kind == "db_lock":
         _require_table(scenario, f"{path}.target", fault.target)
         return
+    if fault.kind == "partition":
+        caller, sep, callee = fault.target.partition("->")
+        if not sep:
+            raise ScenarioError(f"{path}.target", fault.target,
+                                f"{fault.target!r}: a partition's target is an edge, caller->callee")
+        if caller not in scenario.services and caller not in scenario.clients:
+            raise ScenarioError(f"{path}.target", fault.target,
+                                f"{caller!r} is neither a service nor a client; services: "
+                                f"{name_list(scenario.services)}; clients: {name_list(scenario.clients)}")
+        _require_service(scenario, f"{path}.target", callee)
+        return
     service = _require_service(scenario, f"{path}.target", fault.target)
+    if fault.instance >= service.instances:
+        raise ScenarioError(f"{path}.instance", fault.instance,
+                            f"{fault.instance}: service {fault.target!r} has {service.instances} instance(s) "
+                            f"(0 to {service.instances - 1})")
     named = [(f"{path}.routes.{index}", route) for index, route in enumerate(fault.routes)]
     if getattr(fault, "route", ""):  # slow_clients: the route requested at the end
         named.append((f"{path}.route", fault.route))

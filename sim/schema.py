@@ -58,8 +58,9 @@ outstanding requests refused it: Envoy's local 503), ``budget_exhausted`` (a
 request whose failed attempt the retry policy would retry but the retry budget
 refused; its attempts keep their own kinds) and ``deadline_exceeded`` (the
 overall deadline of a logical request over all its attempts passed). They are
-never retried. ``cancelled`` ends attempts only, never a request: a hedge that
-lost to another attempt of its request. ``stream_reset`` is an HTTP/2 stream the
+never retried. ``cancelled`` ends an attempt that lost to another hedge of its
+request, and a service-to-service request whose caller gave up on it (the calling
+handler's context ended, its fan-out had what it needed, or its process died). ``stream_reset`` is an HTTP/2 stream the
 server reset (RST_STREAM: its WriteTimeout fired); the connection lives on.
 ``addr_unavailable`` is a dial that found no free ephemeral port towards the
 callee (connect: EADDRNOTAVAIL, "cannot assign requested address"): the ports
@@ -425,6 +426,15 @@ class OutlierDetectionConfig:
     failure_percentage_request_volume: int = setting(50, "Requests an instance needs in the interval to be judged by failure percentage.", ge=1)
 
 
+LoadBalancerKind = Literal["round_robin", "random", "least_request", "p2c"]
+LOAD_BALANCER_DOC = ("How an attempt picks an instance of the callee: round_robin, random, least_request "
+                     "(fewest outstanding attempts) or p2c (power of two choices: the less loaded of two "
+                     "random instances); instances ejected by outlier detection are skipped.")
+PROPAGATION_DOC = ("Send the caller's deadline with each request (gRPC's grpc-timeout; a header for HTTP): the "
+                   "callee's deadline is min(its own timeouts, the caller's remaining budget - deadline_margin), "
+                   "and its handler's context ends at that instant. false: each hop starts its own clock.")
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """A source of load that calls one service through one edge (transport + policies)."""
@@ -438,11 +448,17 @@ class ClientConfig:
     throttle: AdaptiveThrottleConfig = setting(AdaptiveThrottleConfig(), "Client-side adaptive throttling.")
     breaker: BreakerConfig = setting(NoBreakerConfig(), "Circuit breaker of each client process: kind none, gobreaker, hystrix, resilience4j, sentinel or dual_metric.")
     edge_limits: EdgeLimitsConfig = setting(EdgeLimitsConfig(), "Envoy-style concurrency limits.")
+    load_balancer: LoadBalancerKind = setting("round_robin", LOAD_BALANCER_DOC)
+    outlier_detection: OutlierDetectionConfig = setting(OutlierDetectionConfig(), "Envoy outlier detection over the target's instances.")
+    deadline_propagation: bool = setting(False, PROPAGATION_DOC)
+    deadline_margin: Duration = setting(0.0, "With deadline_propagation: kept back from the remaining budget for the way back.", ge=0)
 
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    """A caller -> callee edge between services (service graphs: a later issue)."""
+    """A caller -> callee edge between services: each instance of the caller is one client
+    process towards the callee, with this transport and these policies. A handler step
+    ``call: callee.route`` uses it (a call with no edge uses Go's defaults)."""
 
     caller: str = setting("", "Calling service.")
     callee: str = setting("", "Called service.")
@@ -452,6 +468,10 @@ class EdgeConfig:
     throttle: AdaptiveThrottleConfig = setting(AdaptiveThrottleConfig(), "Client-side adaptive throttling.")
     breaker: BreakerConfig = setting(NoBreakerConfig(), "Circuit breaker.")
     edge_limits: EdgeLimitsConfig = setting(EdgeLimitsConfig(), "Envoy-style concurrency limits.")
+    load_balancer: LoadBalancerKind = setting("round_robin", LOAD_BALANCER_DOC)
+    outlier_detection: OutlierDetectionConfig = setting(OutlierDetectionConfig(), "Envoy outlier detection over the callee's instances.")
+    deadline_propagation: bool = setting(False, PROPAGATION_DOC)
+    deadline_margin: Duration = setting(0.0, "With deadline_propagation: kept back from the remaining budget for the way back.", ge=0)
 
 
 # ----------------------------------------------------------------------- service
@@ -459,13 +479,18 @@ class EdgeConfig:
 
 @dataclass(frozen=True)
 class StepConfig:
-    """One step of a handler. Exactly one of `cpu`, `query`, `sleep`, `alloc` is set."""
+    """One step of a handler. Exactly one of `cpu`, `query`, `sleep`, `alloc`, `call` is set."""
 
     cpu: Duration = setting(0.0, "CPU work on one core.", ge=0)
     query: str = setting("", "A query on `db.table` through the service's database/sql pool for that database.")
     sleep: Duration = setting(0.0, "Off-CPU wait (e.g. an unmodelled downstream call).", ge=0)
     alloc: Size = setting(0, "Heap allocated from this step until the handler returns.", ge=0)
+    call: str = setting("", "A call to another service, `service.route` (or `service`: its first route), through the edge from this service to it; the handler waits for it.")
+    fanout: int = setting(1, "call: this many copies of the call in parallel (the load balancer spreads them).", ge=1)
+    fanout_wait: int = setting(0, "call with fanout: go on once this many copies succeeded, cancelling the rest (0 = wait for all).", ge=0)
+    on_error: Literal["fail", "continue"] = setting("fail", "call: when the call fails (or too few copies can succeed): fail (the handler returns 502 at once) or continue with the next step.")
     distribution: Literal["constant", "exponential"] = setting("constant", "For cpu and sleep steps: the value is exact (constant) or the mean of an exponential draw.")
+    probability: float = setting(1.0, "The step runs with this probability and is skipped otherwise (e.g. `sleep: 1s` with `probability: 0.01`: a handler slow 1% of the time).", ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -591,16 +616,25 @@ class FaultConfig:
     - ``db_lock``: while it lasts, every query on ``target`` (``db.table``) waits ``lock_wait`` first.
     - ``latency``: ``delay`` added to the handlers of ``routes`` of service ``target``.
     - ``error_rate``: a fraction ``rate`` of the requests to ``routes`` of ``target`` fail with ``status``.
+    - ``instance_kill``: instance ``instance`` of service ``target`` is killed at ``at`` (pod
+      eviction) and starts again ``duration`` later (0 = never; its sockets are reset).
+    - ``cpu_throttle``: while it lasts, the instances of ``target`` (or only ``instance``) run
+      their CPU work ``factor`` times slower (a cgroup CPU quota).
+    - ``partition``: while it lasts, the edge ``target`` (``caller->callee``) drops everything:
+      SYNs and requests are lost (dials and attempts time out).
     - ``slow_clients``: ``connections_per_s`` new connections to service ``target`` that dribble
       their header block (``services.X.server.header_bytes``) and then ``body_bytes`` of body at
       ``bytes_per_s`` (0 = mute: connect and send nothing), then request ``route`` (empty: a path
       no route serves, answered 404). They are attack traffic: not logical requests.
     """
 
-    kind: Literal["db_lock", "latency", "error_rate", "slow_clients"] = setting("db_lock", "Fault kind.")
+    kind: Literal["db_lock", "latency", "error_rate", "slow_clients", "instance_kill", "cpu_throttle",
+                  "partition"] = setting("db_lock", "Fault kind.")
     at: Duration = setting(0.0, "Start of the fault.", ge=0)
     duration: Duration = setting(0.0, "How long it lasts; 0 = until the end of the run.", ge=0)
-    target: str = setting("", "db_lock: `database.table`; others: a service name.")
+    target: str = setting("", "db_lock: `database.table`; partition: an edge `caller->callee`; others: a service name.")
+    instance: int = setting(-1, "latency, error_rate, instance_kill, cpu_throttle: the instance of the service it acts on (0-based); -1 = every instance (instance_kill: instance 0).", ge=-1)
+    factor: float = setting(2.0, "cpu_throttle: CPU work takes this many times longer.", ge=1)
     routes: tuple[str, ...] = setting((), "latency, error_rate: routes it acts on; empty = every route of the service.")
     lock_wait: Duration = setting(15.0, "db_lock: wait of each query on the locked table.", ge=0)
     delay: Duration = setting(0.0, "latency: delay added to the handler.", ge=0)
@@ -633,4 +667,5 @@ class Scenario:
     clients: dict[str, ClientConfig] = setting({}, "Clients (load sources) by name.")
     edges: tuple[EdgeConfig, ...] = setting((), "Caller -> callee edges between services (service graphs issue).")
     faults: tuple[FaultConfig, ...] = setting((), "The fault timeline; the first fault's start is the trigger time.")
+    allow_cycles: bool = setting(False, "Allow call cycles between services (a service calling itself, directly or through others); rejected otherwise.")
     variants: dict[str, dict[str, Any]] = setting({}, "Named variants: variant name -> {dotted.path: value} overrides, chosen with --variant.")

@@ -64,11 +64,12 @@ def first_positive(*values: float) -> float:
 
 
 class ServerProcess:
-    def __init__(self, service: "Service", generation: int) -> None:
+    def __init__(self, service: "Service", generation: int, instance: int = 0) -> None:
         world = service.world
         self.world = world
         self.service = service
-        self.generation = generation
+        self.generation = generation     # unique over every process of the run
+        self.instance = instance
         self.env: simpy.Environment = world.env
         self.timers = world.timers
         cfg = service.config
@@ -125,6 +126,8 @@ class ServerProcess:
         world.peak_fds = max(world.peak_fds, self.fds)
         world.peak_goroutines = max(world.peak_goroutines, self.goroutines)
         world.peak_memory_b = max(world.peak_memory_b, self.memory_b)
+        # one client process towards each service this one calls (its own pools and policies)
+        self.callers = {callee: world.edge_client(self, callee) for callee in service.callees}
 
     # ------------------------------------------------------------ resources
     def _live_b(self) -> float:
@@ -379,6 +382,11 @@ class ServerProcess:
             goroutines += 1
             ex.th_timer = self.timers.start(self.timeout_handler_s, self._on_timeout_handler, ex)
         self.add_goroutines(goroutines, self.per_request_b)
+        self.service.handlers_by_instance[self.instance] += 1
+        if ex.ctx_deadline_at != float("inf"):
+            ex.ctx_deadline_timer = self.timers.start(max(ex.ctx_deadline_at - now, 0.0), ex.on_ctx_deadline)
+            if self.world.tracer is not None:
+                self.world.tracer.append((now, "deadline_learnt", conn.id, ex.ctx_deadline_at - now))
         if conn.peer_gone and ex.background_reader:
             ex.cancel("client_gone")      # the FIN came with the request: the context is done at once
         if self.alive:
@@ -403,6 +411,9 @@ class ServerProcess:
         if ex.th_timer is not None:
             ex.th_timer.cancel()
             ex.th_timer = None
+        if ex.ctx_deadline_timer is not None:
+            ex.ctx_deadline_timer.cancel()
+            ex.ctx_deadline_timer = None
         goroutines = -1 if self.timeout_handler_s > 0 else 0
         freed_b = -ex.allocated_b
         ex.allocated_b = 0
@@ -560,14 +571,14 @@ class ServerProcess:
         if now > ex.write_deadline_at:
             # WriteTimeout: the write fails, the connection closes, the client reads EOF
             self.close(conn, notify=False, reason="write_timeout")
-            attempt.client.notify_server_close(conn, conn.to_client_s(now))
+            conn.client.notify_server_close(conn, conn.to_client_s(now))
             return
         n_bytes = self.response_bytes[ex.route]
-        if ex.close_after or not attempt.client.keep_alive:
+        if ex.close_after or not conn.client.keep_alive:
             # a read error, or the request's "Connection: close" (DisableKeepAlives): the server
             # closes after the response, so the TIME_WAIT is the server's, not the client's
             self.close(conn, notify=False, reason="close_after_response")
-            attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=True)
+            conn.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=True)
             return
         conn.state = IDLE
         conn.server_idle_since = now
@@ -575,7 +586,7 @@ class ServerProcess:
             self.world.tracer.append((now, "response_sent", conn.id, status))
         if self.idle_timeout_s > 0 and conn.server_idle_timer is None:
             conn.server_idle_timer = self.timers.start(self.idle_timeout_s, self._on_idle_timeout, conn)
-        attempt.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=False)
+        conn.client.deliver_response(conn, attempt, status, conn.to_client_s(now, n_bytes), closing=False)
 
     # ---------------------------------------------------------------- closing
     def _on_header_timeout(self, conn: Conn) -> None:
@@ -675,6 +686,8 @@ class ServerProcess:
         # pending TimeoutHandler and db_deadline timers find the process dead and do nothing
         self.open_conns.clear()
         self.accept_queue.clear()
+        for caller in self.callers.values():
+            caller.shutdown()          # its outgoing requests end, its sockets are reset
         for pool in self.pools.values():
             pool.close_all()
         self.cores.drop_queue()
@@ -872,7 +885,7 @@ class ServerProcess:
         if self.world.tracer is not None:
             self.world.tracer.append((now, "response_sent", conn.id, status))
         n_bytes = self.response_bytes[ex.route]
-        client = att.client
+        client = conn.client
         if n_bytes == 0:
             client.deliver_h2_response(conn, att, status, conn.to_client_s(now, HEADERS_BYTES, busy))
         else:

@@ -4,8 +4,10 @@
 load (``sim.load``), samples the levels every ``sample_interval``, enforces the
 deterministic guards (events, entities) and the opt-in wall-time guard, and
 keeps per-request and per-attempt records in compact arrays. ``Service`` is a
-named service: its route plans and its current server process (a kill makes
-it ``None`` until a restart).
+named service: its route plans and, per instance, its current server process (a
+kill makes it ``None`` until a restart). Services call each other through edges:
+each server process has one client process (``ClientInstance``) per service it
+calls.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from sim.client import Attempt, ClientInstance, Request
 from sim.connection import InstantMessage
 from sim.faults import Faults
 from sim.load import OpenLoopSource, start_users
-from sim.handler import OP_ALLOC, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
+from sim.handler import OP_ALLOC, OP_CALL, OP_CHANCE, OP_CPU, OP_CPU_EXP, OP_QUERY, OP_SLEEP, OP_SLEEP_EXP
 from sim.policies import budget_level
 from sim.result import INCOMPLETE, ATTEMPT_COLUMNS, REQUEST_COLUMNS, Milestones, RunResult
 from sim.rng import Streams
-from sim.scenario_checks import check_supported
-from sim.schema import RouteConfig, Scenario, ServiceConfig
+from sim.scenario_checks import check_supported, edge_name, split_call
+from sim.schema import EdgeConfig, RouteConfig, Scenario, ServiceConfig
 from sim.server import ServerProcess
 from sim.slow_clients import SlowClients
 from sim.timers import TimerService
@@ -39,7 +41,7 @@ ARRAY_TYPECODE = {"int64": "q", "int32": "i", "int16": "h", "int8": "b", "bool":
 class RoutePlan:
     __slots__ = ("name", "ops", "honours_context", "db_deadline_s")
 
-    def __init__(self, name: str, route: RouteConfig) -> None:
+    def __init__(self, name: str, route: RouteConfig, scenario: Scenario) -> None:
         self.name = name
         self.honours_context = route.honours_context
         self.db_deadline_s = route.db_deadline
@@ -47,14 +49,24 @@ class RoutePlan:
         for step in route.steps:
             exponential = step.distribution == "exponential"
             if step.cpu > 0:
-                ops.append((OP_CPU_EXP if exponential else OP_CPU, step.cpu))
+                op = (OP_CPU_EXP if exponential else OP_CPU, step.cpu)
             elif step.query:
                 db, table = step.query.split(".", 1)
-                ops.append((OP_QUERY, (db, table)))
+                op = (OP_QUERY, (db, table))
             elif step.sleep > 0:
-                ops.append((OP_SLEEP_EXP if exponential else OP_SLEEP, step.sleep))
+                op = (OP_SLEEP_EXP if exponential else OP_SLEEP, step.sleep)
             elif step.alloc > 0:
-                ops.append((OP_ALLOC, step.alloc))
+                op = (OP_ALLOC, step.alloc)
+            elif step.call:
+                callee, route_name = split_call(step.call)
+                routes = list(scenario.services[callee].routes)
+                op = (OP_CALL, (callee, routes.index(route_name) if route_name else 0, step.fanout,
+                                step.fanout_wait or step.fanout, step.on_error == "fail"))
+            else:
+                continue
+            if step.probability < 1.0:
+                op = (OP_CHANCE, (step.probability, op[0], op[1]))
+            ops.append(op)
         self.ops = tuple(ops)
 
 
@@ -64,41 +76,60 @@ class Service:
         self.name = name
         self.config = config
         self.route_names = list(config.routes)
-        self.route_plans: list[RoutePlan | None] = [RoutePlan(n, r) for n, r in config.routes.items()] + [None]
+        self.route_plans: list[RoutePlan | None] = [RoutePlan(n, r, world.scenario) for n, r in config.routes.items()] + [None]
         self.step_draws = world.streams.exponential(f"service.{name}.steps")
+        self.chance_draws = world.streams.uniform(f"service.{name}.chance")
         self.route_methods = [r.method for r in config.routes.values()] + ["GET"]
         self.route_body_unread = [r.request_body for r in config.routes.values()] + [False]
         self.route_request_bytes = [r.request_bytes for r in config.routes.values()] + [0]
         self.route_response_bytes = [r.response_bytes for r in config.routes.values()] + [0]
         dbs = {st.query.split(".", 1)[0] for r in config.routes.values() for st in r.steps if st.query}
         self.databases_used = sorted(dbs)
-        self.generation = 0
-        self.current: ServerProcess | None = None
-        self.start()
+        self.callees = sorted({split_call(st.call)[0] for r in config.routes.values() for st in r.steps if st.call})
+        self.n_instances = config.instances
+        self.procs: list[ServerProcess | None] = [None] * self.n_instances
+        self.cpu_slowdown = [1.0] * self.n_instances     # cpu_throttle faults
+        self.handlers_by_instance = [0] * self.n_instances   # handlers started, over every life
 
-    def start(self) -> None:
-        self.generation += 1
-        self.current = ServerProcess(self, self.generation)
+    @property
+    def current(self) -> ServerProcess | None:
+        """The process of instance 0 (the only one of a single-instance service)."""
+        return self.procs[0]
 
-    def kill(self, process: ServerProcess, reason: str) -> None:
+    def process(self, instance: int) -> ServerProcess | None:
+        return self.procs[instance]
+
+    def start(self, instance: int = 0) -> None:
+        proc = ServerProcess(self, self.world.next_generation(), instance)
+        proc.cores.slowdown = self.cpu_slowdown[instance]
+        self.procs[instance] = proc
+
+    def kill(self, process: ServerProcess, reason: str, restart_after_s: float | None = None) -> None:
+        """The process dies (OOM, or evicted by a fault); it restarts after ``restart_after_s``
+        (default: memory.restart_after; 0 = never)."""
         world = self.world
         now = world.env.now
         world.close_cpu_window(process.generation)
         process.die()
-        if self.current is process:
-            self.current = None
+        if self.procs[process.instance] is process:
+            self.procs[process.instance] = None
         world.milestones.kills.append(now)
         if reason == "oom" and world.milestones.oom_killed_at_s is None:
             world.milestones.oom_killed_at_s = now
-        restart_s = self.config.memory.restart_after
+        world.note_instance_down(self, process.instance, now, reason)
+        restart_s = self.config.memory.restart_after if restart_after_s is None else restart_after_s
         if restart_s > 0:
-            ev = world.env.timeout(restart_s)
+            ev = world.env.timeout(restart_s, process.instance)
             ev.callbacks.append(self._restart)
 
-    def _restart(self, _event: Any) -> None:
-        if self.current is None:
-            self.start()
+    def _restart(self, event: Any) -> None:
+        instance = event.value
+        if self.procs[instance] is None and not self.world.stopped:
+            self.start(instance)
             self.world.milestones.restarts.append(self.world.env.now)
+
+    def alive_instances(self) -> int:
+        return sum(1 for p in self.procs if p is not None)
 
 
 class World:
@@ -146,9 +177,22 @@ class World:
         self._conn_ids = 0
         self._request_ids = 0
         self.inflight: dict[int, Request] = {}
-        self.client_names = list(scenario.clients)
+        self._generations = 0
+        self.instance_events: list[tuple[float, str, int, str]] = []   # (at, service, instance, what)
         self.services = {name: Service(self, name, cfg) for name, cfg in scenario.services.items()}
-        self.service = next(iter(self.services.values()))
+        # the edges: declared ones, and Go's defaults for calls with none
+        self.edge_configs: dict[str, EdgeConfig] = {edge_name(e.caller, e.callee): e for e in scenario.edges}
+        for svc in self.services.values():
+            for callee in svc.callees:
+                self.edge_configs.setdefault(edge_name(svc.name, callee), EdgeConfig(caller=svc.name, callee=callee))
+        self.n_load_clients = len(scenario.clients)
+        self.client_names = list(scenario.clients) + list(self.edge_configs)
+        self.edge_clients: list[ClientInstance] = []    # every edge client process ever made
+        entry = scenario.clients[next(iter(scenario.clients))].target if scenario.clients else None
+        self.service = self.services[entry] if entry in self.services else next(iter(self.services.values()))
+        for svc in self.services.values():
+            for instance in range(svc.n_instances):
+                svc.start(instance)
         self.route_names = list(self.service.route_names)
         self.slow_clients = SlowClients(self)
         self.clients: dict[str, list[ClientInstance]] = {
@@ -172,7 +216,7 @@ class World:
         self._with_breaker = [c for c in self._all_instances if c.breaker is not None]
         self._with_budget = [c for c in self._all_instances if c.budget is not None]
         self._with_throttle = [c for c in self._all_instances if c.throttle is not None]
-        self._with_h2 = [c for c in self._all_instances if c.h2 is not None]
+        self._with_h2 = [h for c in self._all_instances for h in c.hosts if h.h2 is not None]
         process_names, client_names = self._level_names()
         self._levels = {name: [] for name in ["time_s", *process_names, *client_names]}
         self._zero_when_dead = process_names      # the process's levels; the clients' go on
@@ -198,6 +242,54 @@ class World:
                 callback(InstantMessage(value))
         finally:
             self._delivering = False
+
+    def next_generation(self) -> int:
+        self._generations += 1
+        return self._generations
+
+    def edge_client(self, caller: ServerProcess, callee: str) -> ClientInstance:
+        """The client process of ``caller`` (a server process) towards ``callee``."""
+        name = edge_name(caller.service.name, callee)
+        client = ClientInstance(self, name, caller.instance, self.edge_configs[name], self.services[callee],
+                                stream_key=f"edge.{name}.{caller.generation}")
+        client.open_requests = {}
+        self.edge_clients.append(client)
+        return client
+
+    def _schedule_instance_faults(self) -> None:
+        """Instance kills (pod evictions) and CPU throttles, at their instants."""
+        for fault, start, end in self.faults.instance_faults:
+            ev = self.env.timeout(start, (fault, end))
+            ev.callbacks.append(self._on_instance_fault)
+
+    def _on_instance_fault(self, event: Any) -> None:
+        fault, end = event.value
+        svc = self.services[fault.target]
+        if fault.kind == "instance_kill":
+            proc = svc.procs[max(fault.instance, 0)]
+            if proc is not None:
+                if self.tracer is not None:
+                    self.tracer.append((self.env.now, "instance_killed", None, f"{svc.name}/{proc.instance}"))
+                svc.kill(proc, reason="evicted", restart_after_s=fault.duration)
+            return
+        instances = range(svc.n_instances) if fault.instance < 0 else (fault.instance,)
+        self._set_slowdown(svc, instances, fault.factor)
+        ev = self.env.timeout(end - self.env.now, (svc, instances))
+        ev.callbacks.append(self._on_throttle_end)
+
+    def _on_throttle_end(self, event: Any) -> None:
+        svc, instances = event.value
+        self._set_slowdown(svc, instances, 1.0)
+
+    @staticmethod
+    def _set_slowdown(svc: Service, instances: Any, factor: float) -> None:
+        for i in instances:
+            svc.cpu_slowdown[i] = factor
+            if svc.procs[i] is not None:
+                svc.procs[i].cores.slowdown = factor
+
+    def note_instance_down(self, service: Service, instance: int, at_s: float, reason: str) -> None:
+        self.instance_events.append((at_s, service.name, instance, reason))
 
     def next_conn_id(self) -> int:
         self._conn_ids += 1
@@ -233,8 +325,11 @@ class World:
 
     def entities(self) -> int:
         """In-flight logical requests plus open connections, client and server side."""
-        server = self.service.current
-        server_side = server.conns + len(server.accept_queue) if server is not None else 0
+        server_side = 0
+        for svc in self.services.values():
+            for proc in svc.procs:
+                if proc is not None:
+                    server_side += proc.conns + len(proc.accept_queue)
         return len(self.inflight) + self.client_conns + server_side
 
     # ---------------------------------------------------------------- records
@@ -263,6 +358,8 @@ class World:
         self.n_requests_done += 1
         if req.done is not None:
             req.done.succeed()
+        if req.parent is not None:
+            req.parent.call_done(req, code)
         if not self._record:
             return
         self._append_request(req, self.env.now, code)
@@ -289,6 +386,14 @@ class World:
         names += [f"db_in_use.{d}" for d in dbs] + [f"db_waiters.{d}" for d in dbs]
         if service.config.shedding.max_in_flight:
             names += ["shed_admitted", "shed_queue_length"]
+        self._per_service_levels = len(self.services) > 1
+        if self._per_service_levels:
+            # per service, over its instances; they go on while instances die (not zeroed)
+            per = ("alive", "cpu_utilization", "inflight_requests", "goroutines", "memory_mib",
+                   "server_connections", "open_fds")
+            extra = [f"svc.{svc}.{level}" for svc in self.services for level in per]
+        else:
+            extra = []
         client_names = ["client_connections", "client_inflight"]
         if self._with_breaker:
             client_names += ["breakers_open", "breakers_half_open"]
@@ -298,7 +403,7 @@ class World:
             client_names += ["throttle_reject_probability"]
         if any(c.edge_limits is not None or c.budget is not None for c in self._all_instances):
             client_names += ["retries_outstanding"]
-        client_names += ["client_ports_time_wait"]
+        client_names = extra + client_names + ["client_ports_time_wait"]
         if self._with_h2:
             client_names += ["h2_streams_open"]
         return names, client_names
@@ -316,40 +421,60 @@ class World:
                 self._progress_reported = now
                 self._progress(now / self.horizon_s)
 
+    def _cpu_utilization(self, proc: ServerProcess, now: float) -> float:
+        """Busy core-seconds of ``proc`` since the last sample / its cores x the span."""
+        busy = proc.cores.busy_core_seconds()
+        key = proc.generation
+        last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
+        self._cpu_last[key] = (busy, now)
+        span = now - last_at
+        return (busy - last_busy) / (proc.cores.n_cores * span) if span > 0 else 0.0
+
     def _take_sample(self, now: float) -> None:
         levels = self._levels
-        service = self.service
-        proc = service.current
         levels["time_s"].append(now)
-        if proc is not None:
-            busy = proc.cores.busy_core_seconds()
-            key = proc.generation
-            last_busy, last_at = self._cpu_last.get(key, (0.0, proc.started_at))
-            self._cpu_last[key] = (busy, now)
-            span = now - last_at
-            cpu = (busy - last_busy) / (proc.cores.n_cores * span) if span > 0 else 0.0
-            levels["alive"].append(1.0)
-            levels["server_connections"].append(proc.conns)
-            levels["accept_queue"].append(len(proc.accept_queue))
-            levels["open_fds"].append(proc.fds)
-            levels["goroutines"].append(proc.goroutines)
-            levels["memory_mib"].append(proc.memory_b / 1048576.0)
-            levels["live_heap_mib"].append(proc.live_b / 1048576.0)
-            levels["cpu_utilization"].append(cpu)
-            levels["gc_fraction"].append(proc.gc.cpu_share())
-            levels["inflight_requests"].append(proc.inflight)
+        cpu_by_proc = {}
+        for svc in self.services.values():
+            for proc in svc.procs:
+                if proc is not None:
+                    cpu_by_proc[proc.generation] = self._cpu_utilization(proc, now)
+        service = self.service
+        procs = [p for p in service.procs if p is not None]
+        if procs:
+            # the entry service, summed over its live instances (CPU: the mean over them)
+            levels["alive"].append(float(len(procs)))
+            levels["server_connections"].append(sum(p.conns for p in procs))
+            levels["accept_queue"].append(sum(len(p.accept_queue) for p in procs))
+            levels["open_fds"].append(sum(p.fds for p in procs))
+            levels["goroutines"].append(sum(p.goroutines for p in procs))
+            levels["memory_mib"].append(sum(p.memory_b for p in procs) / 1048576.0)
+            levels["live_heap_mib"].append(sum(p.live_b for p in procs) / 1048576.0)
+            levels["cpu_utilization"].append(sum(cpu_by_proc[p.generation] for p in procs) / service.n_instances)
+            levels["gc_fraction"].append(sum(p.gc.cpu_share() for p in procs) / len(procs))
+            levels["inflight_requests"].append(sum(p.inflight for p in procs))
             for i, route in enumerate(service.route_names):
-                levels[f"inflight.{route}"].append(proc.inflight_by_route[i])
+                levels[f"inflight.{route}"].append(sum(p.inflight_by_route[i] for p in procs))
             for d in service.databases_used:
-                pool = proc.pools[d]
-                levels[f"db_in_use.{d}"].append(pool.n_in_use)
-                levels[f"db_waiters.{d}"].append(pool.n_waiters)
-            if proc.shed_queue is not None:
-                levels["shed_admitted"].append(proc.admitted)
-                levels["shed_queue_length"].append(len(proc.shed_queue))
+                levels[f"db_in_use.{d}"].append(sum(p.pools[d].n_in_use for p in procs))
+                levels[f"db_waiters.{d}"].append(sum(p.pools[d].n_waiters for p in procs))
+            if procs[0].shed_queue is not None:
+                levels["shed_admitted"].append(sum(p.admitted for p in procs))
+                levels["shed_queue_length"].append(sum(len(p.shed_queue) for p in procs))
         else:
             for name in self._zero_when_dead:
                 levels[name].append(0.0)
+        if self._per_service_levels:
+            for svc in self.services.values():
+                live = [p for p in svc.procs if p is not None]
+                prefix = f"svc.{svc.name}."
+                levels[prefix + "alive"].append(float(len(live)))
+                levels[prefix + "cpu_utilization"].append(
+                    sum(cpu_by_proc[p.generation] for p in live) / svc.n_instances)
+                levels[prefix + "inflight_requests"].append(sum(p.inflight for p in live))
+                levels[prefix + "goroutines"].append(sum(p.goroutines for p in live))
+                levels[prefix + "memory_mib"].append(sum(p.memory_b for p in live) / 1048576.0)
+                levels[prefix + "server_connections"].append(sum(p.conns for p in live))
+                levels[prefix + "open_fds"].append(sum(p.fds for p in live))
         levels["client_connections"].append(self.client_conns)
         levels["client_inflight"].append(len(self.inflight))
         if self._with_breaker:
@@ -364,9 +489,10 @@ class World:
                 sum(c.throttle.reject_probability(now) for c in self._with_throttle) / len(self._with_throttle))
         if "retries_outstanding" in levels:
             levels["retries_outstanding"].append(sum(c.retries_held for c in self._all_instances))
-        levels["client_ports_time_wait"].append(sum(c.ports.time_wait(now) for c in self._all_instances))
+        levels["client_ports_time_wait"].append(
+            sum(h.ports.time_wait(now) for c in self._all_instances for h in c.hosts))
         if self._with_h2:
-            levels["h2_streams_open"].append(sum(c.h2.streams_open() for c in self._with_h2))
+            levels["h2_streams_open"].append(sum(h.h2.streams_open() for h in self._with_h2))
 
     def _check_guards(self) -> None:
         events = next(self.env._eid)
@@ -398,6 +524,7 @@ class World:
             else:
                 start_users(self, name)
         self.slow_clients.start()
+        self._schedule_instance_faults()
         env.process(self._sample())
         end = env.timeout(self.horizon_s)
         end.callbacks.append(lambda _e: self.stop(None))
@@ -410,7 +537,7 @@ class World:
             self._take_sample(end_at)     # a run a guard ended early still has its last levels
         for window in self.milestones.faults:       # a guard may have ended the run early
             window.end_at = min(window.end_at, end_at)
-        self.milestones.alive_at_end = self.service.current is not None
+        self.milestones.alive_at_end = self.service.alive_instances() > 0
         self.milestones.restart_pending = (not self.milestones.alive_at_end
                                            and self.service.config.memory.restart_after > 0)
         for req in self.inflight.values():
@@ -424,6 +551,9 @@ class World:
                         c["end_at"].append(float("nan"))
                         c["error"].append(INCOMPLETE)
                         c["new_conn"].append(1 if att.new_conn else 0)
+                        for phase in ("pool_wait_s", "connect_s", "tls_s", "backlog_s", "flow_wait_s",
+                                      "to_server_s"):
+                            c[phase].append(getattr(att, phase))
                 self._append_request(req, float("nan"), INCOMPLETE)
         wall_s = time.perf_counter() - self._wall_started
         events = next(env._eid)
@@ -460,11 +590,16 @@ class World:
             "dials": float(self.dials),
             "syn_retransmits": float(self.syn_retransmits),
             "tls_handshakes": float(self.tls_handshakes),
-            "peak_client_ports_in_use": float(max((c.ports.peak_in_use for c in self._all_instances), default=0)),
-            "h2_redundant_conns": float(sum(c.h2.redundant_dials for c in self._with_h2)),
-            "h2_stream_resets_sent": float(sum(c.h2.stream_resets_sent for c in self._with_h2)),
+            "peak_client_ports_in_use": float(max((h.ports.peak_in_use for c in self._all_instances
+                                                   for h in c.hosts), default=0)),
+            "h2_redundant_conns": float(sum(h.h2.redundant_dials for h in self._with_h2)),
+            "h2_stream_resets_sent": float(sum(h.h2.stream_resets_sent for h in self._with_h2)),
             "h2_goaways": float(self.h2_goaways),
         }
+        if len(self.services) > 1 or self.service.n_instances > 1:
+            for svc in self.services.values():
+                for i, n in enumerate(svc.handlers_by_instance):
+                    counters[f"handlers_started.{svc.name}.{i}"] = float(n)
         self.milestones.breaker_transitions = sorted(
             (at_s, c.client_index, c.index, state)
             for c in self._with_breaker for at_s, state in c.breaker.transitions)
