@@ -24,7 +24,8 @@ from sim.edge_limits import REQUESTS, RETRIES
 from sim.h2 import BodyTransfer
 from sim.hedging import HedgingPolicy
 from sim.load_balancer import LoadBalancer
-from sim.policies import make_breaker, make_edge_limits, make_retry_budget, make_throttle
+from sim.policies import (make_breaker, make_edge_limits, make_outlier_detector, make_retry_budget,
+                          make_throttle)
 from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.transport import Dial, HostTransport
@@ -138,7 +139,12 @@ class ClientInstance:
         self.hosts = [HostTransport(self, h, link) for h in range(service.config.instances)]
         self.balancer = LoadBalancer(getattr(config, "load_balancer", "round_robin"), len(self.hosts),
                                      world.streams.uniform(f"{key}.balancer").next)
-        self.outlier = None           # Envoy outlier detection (set by sim.world when configured)
+        outlier_cfg = getattr(config, "outlier_detection", None)
+        self.outlier = make_outlier_detector(outlier_cfg, len(self.hosts)) if outlier_cfg is not None else None
+        if self.outlier is not None:
+            self._outlier_uniform = world.streams.uniform(f"{key}.outlier")
+            self._outlier_interval_s = outlier_cfg.interval
+            self.timers.start(self._outlier_interval_s, self._on_outlier_sweep)
         self.edge_key = name if "->" in name else f"{name}->{service.name}"   # partition faults
         self.propagates = getattr(config, "deadline_propagation", False)
         self.deadline_margin_s = getattr(config, "deadline_margin", 0.0)
@@ -279,6 +285,11 @@ class ClientInstance:
             self._release_retry()
         kind = att.error
         status = att.status
+        if self.outlier is not None and not att.cancelled:
+            ejected = self.outlier.on_result(now, att.transport.host, kind is None and status < 500, status, kind,
+                                             self._outlier_uniform.next())
+            if ejected is not None and world.tracer is not None:
+                world.tracer.append((now, "outlier_ejected", att.transport.host, ejected))
         if kind is None:
             if 200 <= status < 300:
                 world.record_attempt(att, SUCCESS)
@@ -314,6 +325,13 @@ class ClientInstance:
         request.prev_backoff_s = backoff_s
         ev = self.env.timeout(backoff_s, request)
         ev.callbacks.append(self._on_retry_due)
+
+    def _on_outlier_sweep(self, _arg: Any = None) -> None:
+        """Envoy's interval timer: return hosts whose ejection is over, judge success rates."""
+        if self.shut_down or self.world.stopped:
+            return
+        self.outlier.sweep(self.env.now, self._outlier_uniform.next)
+        self.timers.start(self._outlier_interval_s, self._on_outlier_sweep)
 
     def _observe(self, att: Attempt, now: float, kind: str | None, status: int) -> None:
         """The policies learn an attempt's outcome. Breakers count a 4xx as a success (the server

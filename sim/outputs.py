@@ -156,8 +156,7 @@ def summarize(result: RunResult) -> None:
     milestones = result.milestones
     end_s = float(milestones.end_at_s)
     warmup_s = float(scenario.warmup)
-    requests = result.requests
-    attempts = result.attempts
+    requests, attempts = entry_records(result)
 
     arrival_at = np.asarray(requests["arrival_at"], dtype=np.float64)
     end_at = np.asarray(requests["end_at"], dtype=np.float64)
@@ -329,6 +328,27 @@ def summarize(result: RunResult) -> None:
 
 
 # ------------------------------------------------------------------------ grid
+
+
+def entry_clients(result: RunResult) -> int:
+    """How many of ``result.client_names`` are load sources (the rest are service-to-service
+    edges, named ``caller->callee``)."""
+    return sum(1 for name in result.client_names if "->" not in name)
+
+
+def entry_records(result: RunResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The records of the entry requests (from load sources) and of their attempts: the
+    population of the summary. Service-to-service calls are judged per edge (docs/outputs.md)."""
+    requests = result.requests
+    attempts = result.attempts
+    n_entry = entry_clients(result)
+    if n_entry == len(result.client_names):
+        return requests, attempts
+    keep = np.asarray(requests["client"]) < n_entry
+    requests = {k: v[keep] for k, v in requests.items()}
+    keep_attempts = np.isin(attempts["request_id"], requests["request_id"])
+    attempts = {k: v[keep_attempts] for k, v in attempts.items()}
+    return requests, attempts
 
 
 def _eps(x_s: float) -> float:

@@ -263,3 +263,23 @@ def test_many_services_same_seed_same_records(tmp_path):
     for k in a.requests:
         assert np.array_equal(a.requests[k], b.requests[k], equal_nan=True)
     assert a.counters["events"] == b.counters["events"]
+
+
+def test_outlier_detection_ejects_a_sick_instance_and_returns_it_after_the_ejection_time(tmp_path):
+    """Instance 2 of 5 answers 503 to everything. Round robin sends it every 5th request; its 5th
+    consecutive 5xx (request 23) ejects it (max_ejection_percent 20 allows one of 5); from then
+    on the balancer skips it, until the sweep after 30 s returns it."""
+    rows = [0.1 * i for i in range(400)]
+    scn = graph({"a": {**steps(), "instances": 5}},
+                client={"load": arrivals(tmp_path, rows),
+                        "outlier_detection": {"enabled": True, "max_ejection_percent": 20, "interval": "1s"}},
+                faults=[{"kind": "error_rate", "target": "a", "instance": 2, "rate": 1.0, "status": 503}],
+                duration="41s")
+    res = run(scn)
+    ejected = events(res, "outlier_ejected")
+    assert [(round(t, 6), host, why) for t, host, why in ejected][:1] == [(2.2, 2, "consecutive_5xx")]
+    failed_at = res.requests["arrival_at"][res.requests["error"] != SUCCESS]
+    assert len(failed_at[failed_at < 2.25]) == 5
+    # ejected at 2.2 s for 30 s: returned by the first sweep at or after 32.2 s (33 s)
+    assert not ((failed_at > 2.25) & (failed_at < 33.0)).any()
+    assert ((failed_at >= 33.0)).any()
