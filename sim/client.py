@@ -69,7 +69,7 @@ class Attempt:
                  "timer", "header_timer", "exchange", "new_conn", "finished", "waiting", "ended_at", "recorded",
                  "breaker_generation", "holds_retry", "retry_cost", "retry_after_s", "cancelled",
                  "pool_wait_s", "connect_s", "tls_s", "backlog_s", "flow_wait_s", "to_server_s",
-                 "dial", "request_body", "reached_server", "unprocessed_retries", "sent_at",
+                 "dial", "request_body", "reached_server", "unprocessed_retries",
                  "transport", "deadline_at")
 
     def __init__(self, request: Request, client: "ClientInstance", number: int, now: float) -> None:
@@ -106,7 +106,6 @@ class Attempt:
         self.request_body: BodyTransfer | None = None   # HTTP/2: its request body in flight
         self.reached_server = False  # the server has the request (HTTP/2: it knows the stream)
         self.unprocessed_retries = 0   # HTTP/2 transparent retries of a stream never processed
-        self.sent_at = 0.0
         self.transport: HostTransport | None = None   # the callee instance's pool it went to
         self.deadline_at = float("inf")   # the deadline the callee learns (deadline propagation)
 

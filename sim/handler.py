@@ -92,16 +92,9 @@ class Exchange:
         self.query_target: tuple[str, str] | None = None
         self.admitted = False        # past the shedding gate (holds one of its slots)
         self.shed_entry = None       # waiting in the shedding queue
+        # HTTP/2 streams set stream_reset, write_timer and response_body (ServerProcess._h2_run);
+        # a call step sets calls and calls_* (_start_calls): unset slots on the common path
         self.h2 = False              # on an HTTP/2 stream
-        self.stream_reset = False    # HTTP/2: the stream was reset (by the client, or WriteTimeout)
-        self.write_timer = None      # HTTP/2: WriteTimeout of the stream
-        self.response_body = None    # HTTP/2: the response body in flight
-        self.calls: list | None = None   # downstream requests of the current call step
-        self.calls_ok = 0
-        self.calls_failed = 0
-        self.calls_need = 0
-        self.calls_fail_handler = True
-        self.calls_starting = False
         # the caller's propagated deadline: the handler's context ends then
         self.ctx_deadline_at = attempt.deadline_at if attempt is not None else float("inf")
         self.ctx_deadline_timer = None

@@ -765,6 +765,9 @@ class ServerProcess:
         conn.exchange = None
         ex = Exchange(self, conn, att, att.route, now)
         ex.h2 = True
+        ex.stream_reset = False       # reset by the client, or by WriteTimeout
+        ex.write_timer = None         # WriteTimeout of the stream
+        ex.response_body = None       # the response body in flight
         ex.body_ready_at = body_ready_at
         ex.body_deadline_at = deadline_at
         st.streams[att] = ex

@@ -401,7 +401,8 @@ class HostTransport:
         att.conn = conn
         att.exchange = None
         conn.attempt = att
-        self._note_phases(att, conn)
+        if self.env.now > att.start_at:      # it waited: split the wait into its phases
+            self._note_phases(att, conn)
         if att.header_timer is not None:       # a transparent retry: the timer is per round trip
             att.header_timer.cancel()
         if self.caller.header_timeout_s > 0:
@@ -496,7 +497,6 @@ class HostTransport:
         """The attempt has its connection (or stream) now: split the wait since its start into
         the connection's dial, TLS and accept-queue phases it overlapped, and pool wait."""
         now = self.env.now
-        att.sent_at = now
         if att.to_server_s == att.to_server_s:
             return          # a transparent retry of a request the server had: keep the first pass
         start = att.start_at
