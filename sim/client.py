@@ -485,6 +485,10 @@ class ClientInstance:
             if att.exchange is not None and att.exchange.caller_gone_at is None:
                 att.exchange.caller_gone_at = self.env.now
             transport = conn.client
+            body = att.request_body
+            if body is not None and not body.done:    # an upload cut short: its flow-control wait so far
+                att.flow_wait_s = body.blocked_s + (self.env.now - body.blocked_since
+                                                    if body.blocked_since is not None else 0.0)
             if conn.h2 is not None:
                 # HTTP/2: RST_STREAM, the connection lives on (unless the server's reset ended it)
                 transport.h2.stream_closed(att, conn, reset=kind != "stream_reset")

@@ -58,6 +58,21 @@ TLS_SERVER_CPU_S = {"rsa-2048": 0.0017, "ecdsa-p256": 0.00015}
 TLS_RESUMED_CPU_S = {"1.3": 0.00011, "1.2": 0.00005}
 
 
+def ack_chances_after_s(rto_s: float) -> tuple[float, ...]:
+    """When, after a dropped final ACK, the client's next ACK-carrying segments arrive: its
+    data retransmissions (RTO, doubling: 1, 3, 7, ... x RTO) and its answers to the server's
+    SYN-ACK retransmissions, all before the half-open connection expires (63 s)."""
+    cached = _ACK_CHANCES.get(rto_s)
+    if cached is None:
+        data = [rto_s * ((2 << k) - 1) for k in range(15)]          # tcp_retries2 = 15
+        cached = tuple(sorted({t for t in (*data, *SYNACK_RETRANSMIT_AFTER_S) if t < SYNACK_GIVE_UP_AFTER_S}))
+        _ACK_CHANCES[rto_s] = cached
+    return cached
+
+
+_ACK_CHANCES: dict[float, tuple[float, ...]] = {}
+
+
 def first_positive(*values: float) -> float:
     positive = [v for v in values if v > 0]
     return min(positive) if positive else 0.0
@@ -201,13 +216,15 @@ class ServerProcess:
                 conn.client.on_server_reset(conn)
             return
         if len(self.accept_queue) > self.backlog:
-            # Linux checks the queue again at the final ACK and drops the ACK when it is full; the
-            # SYN-ACK is retransmitted (tcp_synack_retries = 5) and the client's answer is the next
-            # chance; after the last one the half-open connection is forgotten (the client's next
-            # segment is reset)
-            if tries < len(SYNACK_RETRANSMIT_AFTER_S):
-                at = first_ack_at + SYNACK_RETRANSMIT_AFTER_S[tries]
-                ev = self.env.timeout(at - self.env.now, (conn, first_ack_at, tries + 1))
+            # Linux checks the queue again at the final ACK and drops the ACK when it is full. The
+            # next chance is the next segment carrying an ACK: the client's retransmission of the
+            # data it sent after its ACK (the ClientHello, or the request), at its RTO (RTT +
+            # 200 ms at least, doubling), or its answer to the server's SYN-ACK retransmission
+            # (tcp_synack_retries = 5: 1, 3, 7, 15, 31 s), whichever comes first; after the last
+            # SYN-ACK the half-open connection is forgotten (the client's next segment is reset)
+            chances = ack_chances_after_s(conn.link.rto_s)
+            if tries < len(chances):
+                ev = self.env.timeout(first_ack_at + chances[tries] - self.env.now, (conn, first_ack_at, tries + 1))
             else:
                 ev = self.env.timeout(first_ack_at + SYNACK_GIVE_UP_AFTER_S - self.env.now, (conn, first_ack_at, -1))
             ev.callbacks.append(self._on_ack_retry)

@@ -126,7 +126,10 @@ class HostTransport:
             return
         if len(self._wanters) >= self._compact_wanters_at:
             self._compact_wait_queues()
-        self._wanters.append(att)
+        if self.keep_alive:
+            # with DisableKeepAlives Go's queueForIdleConn returns false at once: the request
+            # waits for its own dial only, and a dial nobody wants is closed
+            self._wanters.append(att)
         if self.max_conns and self.n_conns >= self.max_conns:
             self._slot_waiters.append(att)
         else:

@@ -399,3 +399,16 @@ def test_backlog_phase_of_a_request_queued_behind_a_stuck_accept_loop(tmp_path):
     # connect 10 ms + transit 5 ms + the wait in the queue
     assert a["to_server_s"][queued][0] == pytest.approx(0.015 + a["backlog_s"][queued][0], abs=1e-6)
     assert a["backlog_s"][queued][0] > 0.1
+
+
+def test_a_dropped_final_ack_completes_at_the_clients_data_retransmission(tmp_path):
+    """The accept queue is full when the last two connections' ACKs arrive (15 ms): Linux drops
+    them and keeps the connections half-open. Each client sent its request right after its ACK;
+    the request's retransmission at the RTO (RTT + 200 ms = 210 ms later) carries the ACK again
+    and completes the handshake: the requests wait 210 ms in the backlog, not the 1 s of the
+    server's SYN-ACK retransmission."""
+    res = run(scenario({"r": sleep("50ms")}, server={"accept_backlog": 1}, transport={"disable_keep_alives": True},
+                       service={"fd_limit": 8}, load=arrivals(tmp_path, [0.0] * 8)))
+    backlog = np.sort(res.attempts["backlog_s"])
+    assert backlog[-2:] == pytest.approx([0.210, 0.210], abs=1e-6)
+    assert (res.attempts["error"] == SUCCESS).all()
