@@ -15,6 +15,8 @@ request is a chain of callbacks, not a SimPy process.
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any
 
 import simpy
@@ -29,6 +31,9 @@ from sim.policies import (make_breaker, make_edge_limits, make_outlier_detector,
 from sim.result import ERROR_CODE, SUCCESS
 from sim.retry import RetryPolicy
 from sim.transport import Dial, HostTransport
+
+INF = math.inf
+NAN = math.nan
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.world import Service, World
@@ -59,7 +64,7 @@ class Request:
         self.retry_cost = 0          # what the budget charged for it (AWS), refunded on success
         self.hedges: list[Attempt] | None = None    # hedging: every attempt, in order
         self.parent = None           # service graphs: the handler (Exchange) that made this call
-        self.deadline_at = float("inf")   # the caller's propagated deadline (an instant)
+        self.deadline_at = INF   # the caller's propagated deadline (an instant)
 
 
 class Attempt:
@@ -101,13 +106,13 @@ class Attempt:
         self.tls_s = 0.0             # TLS handshake (the accept-queue wait excluded)
         self.backlog_s = 0.0         # in the server's accept queue
         self.flow_wait_s = 0.0       # HTTP/2 flow control holding the request body back
-        self.to_server_s = float("nan")   # the whole span; NaN if the server never had it
+        self.to_server_s = NAN   # the whole span; NaN if the server never had it
         self.dial: Dial | None = None          # the dial this attempt started, if any
         self.request_body: BodyTransfer | None = None   # HTTP/2: its request body in flight
         self.reached_server = False  # the server has the request (HTTP/2: it knows the stream)
         self.unprocessed_retries = 0   # HTTP/2 transparent retries of a stream never processed
         self.transport: HostTransport | None = None   # the callee instance's pool it went to
-        self.deadline_at = float("inf")   # the deadline the callee learns (deadline propagation)
+        self.deadline_at = INF   # the deadline the callee learns (deadline propagation)
 
 
 class ClientInstance:
@@ -136,6 +141,7 @@ class ClientInstance:
             self.max_conns = min(self.max_conns, limit) if self.max_conns else limit
         # one Transport pool per instance of the callee (Go keys its pools by host)
         self.hosts = [HostTransport(self, h, link) for h in range(service.config.instances)]
+        self._only_host = self.hosts[0] if len(self.hosts) == 1 else None
         self.balancer = LoadBalancer(getattr(config, "load_balancer", "round_robin"), len(self.hosts),
                                      world.streams.uniform(f"{key}.balancer").next)
         outlier_cfg = getattr(config, "outlier_detection", None)
@@ -183,12 +189,12 @@ class ClientInstance:
         """A logical request arrives at this client: its first attempt starts now. Its deadline is
         the retry policy's overall deadline and, for a call made under a propagated deadline, the
         caller's (``request.deadline_at``), whichever comes first."""
-        now = self.env.now
         deadline_at = request.deadline_at
-        if self.deadline_s > 0 and now + self.deadline_s < deadline_at:
-            deadline_at = now + self.deadline_s
-        request.deadline_at = deadline_at
-        if deadline_at != float("inf"):
+        if self.deadline_s > 0 or deadline_at != INF:
+            now = self.env.now
+            if self.deadline_s > 0 and now + self.deadline_s < deadline_at:
+                deadline_at = now + self.deadline_s
+            request.deadline_at = deadline_at
             request.deadline_timer = self.timers.start(max(deadline_at - now, 0.0), self._on_deadline, request)
         if self.open_requests is not None:
             self.open_requests[request.id] = request
@@ -244,17 +250,16 @@ class ClientInstance:
             if request.hedge_timer is not None:
                 request.hedge_timer.cancel()
             request.hedge_timer = self.timers.start(hedging.delay_s, self._on_hedge_due, request)
-        hosts = self.hosts
-        if len(hosts) == 1:
-            transport = hosts[0]
-        else:
+        transport = self._only_host
+        if transport is None:
+            hosts = self.hosts
             outlier = self.outlier
             usable = outlier.healthy_hosts() if outlier is not None and outlier.ejected_count() else None
             transport = hosts[self.balancer.pick([h.outstanding for h in hosts], usable)]
         att.transport = transport
         transport.outstanding += 1
         if self.propagates:      # what the callee learns: the sooner of the request's and this try's deadlines
-            try_deadline_at = now + self.attempt_timeout_s if self.attempt_timeout_s > 0 else float("inf")
+            try_deadline_at = now + self.attempt_timeout_s if self.attempt_timeout_s > 0 else INF
             att.deadline_at = min(request.deadline_at, try_deadline_at) - self.deadline_margin_s
         limits = self.edge_limits
         if limits is not None and limits.try_acquire(REQUESTS) is not None:
@@ -272,8 +277,10 @@ class ClientInstance:
         request = att.request
         now = self.env.now
         att.exchange = None           # no cycle with the server's Exchange: refcounting frees both
-        att.dial = None               # nor with its Dial, nor its HTTP/2 body
-        att.request_body = None
+        if att.new_conn:
+            att.dial = None           # nor with its Dial
+        if att.request_body is not None:
+            att.request_body = None   # nor with its HTTP/2 body
         request.outstanding -= 1
         self.active_attempts -= 1
         att.transport.outstanding -= 1

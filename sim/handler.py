@@ -24,7 +24,11 @@ finds its token stale when its event fires and only tidies up.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
+
+INF = math.inf
+NAN = math.nan
 
 if TYPE_CHECKING:  # pragma: no cover
     from sim.server import ServerProcess
@@ -71,7 +75,7 @@ class Exchange:
         self.attempt = attempt
         self.route = route
         self.start_at = start_at
-        self.write_deadline_at = float("inf")
+        self.write_deadline_at = INF
         self.background_reader = False
         self.th_timer = None
         self.deadline_timer = None
@@ -81,7 +85,7 @@ class Exchange:
         self.caller_gone_at: float | None = None
         self.close_after = False
         self.body_ready_at = 0.0
-        self.body_deadline_at = float("inf")
+        self.body_deadline_at = INF
         self.plan = server.service.route_plans[route]
         self.op_index = 0
         self.phase = NOT_WAITING
@@ -96,7 +100,7 @@ class Exchange:
         # a call step sets calls and calls_* (_start_calls): unset slots on the common path
         self.h2 = False              # on an HTTP/2 stream
         # the caller's propagated deadline: the handler's context ends then
-        self.ctx_deadline_at = attempt.deadline_at if attempt is not None else float("inf")
+        self.ctx_deadline_at = attempt.deadline_at if attempt is not None else INF
         self.ctx_deadline_timer = None
         if attempt is not None:
             attempt.exchange = self
@@ -174,7 +178,7 @@ class Exchange:
             if self.body_deadline_at < self.body_ready_at:
                 ev = env.timeout(self.body_deadline_at - now)
                 ev.callbacks.append(self._on_body_deadline)
-            elif self.body_ready_at != float("inf"):
+            elif self.body_ready_at != INF:
                 ev = env.timeout(self.body_ready_at - now)
                 ev.callbacks.append(self._on_body_read)
             return     # an HTTP/2 body still arriving: ``body_arrived`` goes on
@@ -311,7 +315,7 @@ class Exchange:
         self.calls_need = need
         self.calls_fail_handler = fail_handler
         self.calls_starting = True
-        deadline_at = self.ctx_deadline_at if honours and client.propagates else float("inf")
+        deadline_at = self.ctx_deadline_at if honours and client.propagates else INF
         for _ in range(fanout):
             req = world.new_request(client, route)
             req.parent = self

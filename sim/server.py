@@ -43,6 +43,9 @@ from sim.handler import Exchange
 from sim.policies import make_shedding
 from sim.schema import PoolConfig
 
+INF = math.inf
+NAN = math.nan
+
 if TYPE_CHECKING:  # pragma: no cover
     from sim.world import Service
 
@@ -366,7 +369,7 @@ class ServerProcess:
         self.begin(conn, request)
 
     def begin(self, conn: Conn, attempt: Any) -> None:
-        self.begin_exchange(conn, attempt, attempt.route, 0.0, float("inf"))
+        self.begin_exchange(conn, attempt, attempt.route, 0.0, INF)
 
     def begin_exchange(self, conn: Conn, attempt: Any, route: int, body_ready_at: float,
                        body_deadline_at: float) -> None:
@@ -387,7 +390,7 @@ class ServerProcess:
         route = ex.route
         conn = ex.conn
         now = ex.start_at
-        ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 and not ex.h2 else float("inf")
+        ex.write_deadline_at = now + self.write_timeout_s if self.write_timeout_s > 0 and not ex.h2 else INF
         self.inflight += 1
         self.inflight_by_route[route] += 1
         # the background reader starts once the body is read: at once without a body (or with
@@ -400,7 +403,7 @@ class ServerProcess:
             ex.th_timer = self.timers.start(self.timeout_handler_s, self._on_timeout_handler, ex)
         self.add_goroutines(goroutines, self.per_request_b)
         self.service.handlers_by_instance[self.instance] += 1
-        if ex.ctx_deadline_at != float("inf"):
+        if ex.ctx_deadline_at != INF:
             ex.ctx_deadline_timer = self.timers.start(max(ex.ctx_deadline_at - now, 0.0), ex.on_ctx_deadline)
             if self.world.tracer is not None:
                 self.world.tracer.append((now, "deadline_learnt", conn.id, ex.ctx_deadline_at - now))
@@ -675,7 +678,7 @@ class ServerProcess:
                 st.streams.pop(att, None)
             st.unstarted.clear()
             for ex in list(st.streams.values()):
-                if ex is not None and ex.body_ready_at == float("inf"):
+                if ex is not None and ex.body_ready_at == INF:
                     self._h2_abort_body_wait(ex)    # the body read fails: the handler returns
         del self.open_conns[conn.id]
         if notify and conn.slow is None:
@@ -777,8 +780,8 @@ class ServerProcess:
         tr = st.bodies.get(att)
         body_ready_at = now
         if tr is not None and not tr.done:
-            body_ready_at = float("inf")      # the body is still arriving: ``h2_body_done`` starts it
-        deadline_at = now + self.read_timeout_s if self.read_timeout_s > 0 else float("inf")
+            body_ready_at = INF      # the body is still arriving: ``h2_body_done`` starts it
+        deadline_at = now + self.read_timeout_s if self.read_timeout_s > 0 else INF
         conn.exchange = None
         ex = Exchange(self, conn, att, att.route, now)
         ex.h2 = True
@@ -815,7 +818,7 @@ class ServerProcess:
             att = tr.attempt
             att.flow_wait_s = tr.blocked_s
             ex = tr.exchange
-            if ex is not None and ex.body_ready_at == float("inf"):
+            if ex is not None and ex.body_ready_at == INF:
                 ex.body_arrived()
 
     def h2_on_window_update(self, event: Any) -> None:
@@ -851,7 +854,7 @@ class ServerProcess:
         if ex.caller_gone_at is None:
             ex.caller_gone_at = self.env.now
         ex.cancel("client_gone")
-        if ex.body_ready_at == float("inf"):
+        if ex.body_ready_at == INF:
             self._h2_abort_body_wait(ex)
 
     def _h2_abort_body_wait(self, ex: Exchange) -> None:

@@ -85,6 +85,7 @@ class HostTransport:
         self.drain_response_body = t.drain_response_body
         self.header_bytes = self.service.config.server.header_bytes
         self.ports = EphemeralPorts(t.ephemeral_ports)
+        self._partitions = world.faults.partitions      # any partition fault in the run
         self.h2 = H2Pool(self) if t.protocol == "http2" else None
         self.idle: list[Conn] = []
         self.conns: set[Conn] = set()   # open or dialling
@@ -279,7 +280,7 @@ class HostTransport:
 
     def _send_syn(self, dial: Dial) -> None:
         dial.syn_sent_at = self.env.now
-        if self.link.syn_lost() or (self.world.faults.partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now)):
+        if self.link.syn_lost() or (self._partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now)):
             if self.world.tracer is not None:
                 self.world.tracer.append((self.env.now, "syn_lost", dial.conn.id, dial.syn_tries))
             self._syn_unanswered(dial)
@@ -416,7 +417,7 @@ class HostTransport:
             delay_s = conn.to_server_s(self.env.now)
         else:
             delay_s = conn.to_server_s(self.env.now, self.header_bytes + self.service.route_request_bytes[att.route])
-        if self.world.faults.partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now):
+        if self._partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now):
             return                  # lost in the partition: the attempt's timers end it
         self.world.deliver(delay_s, self._on_request_reaches_server, (conn, att))
 
@@ -431,7 +432,7 @@ class HostTransport:
             att.header_timer = self.timers.start(self.caller.header_timeout_s, self.caller._on_header_timeout, att)
         if self.world.tracer is not None:
             self.world.tracer.append((self.env.now, "stream_opened", conn.id, att.request.id))
-        if self.world.faults.partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now):
+        if self._partitions and self.world.faults.partitioned(self.caller.edge_key, self.env.now):
             return
         self.world.deliver(conn.to_server_s(self.env.now, HEADERS_BYTES, busy), self._on_request_reaches_server,
                            (conn, att))
