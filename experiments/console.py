@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from experiments.kpis import untouched_goodput_rps
+from sim.outputs import is_graph_run
 from sim.result import RunResult
 
 
@@ -50,6 +51,27 @@ def to_server_line(s: dict[str, Any]) -> str:
     return label + f"P50 {_fmt(s['to_server_p50_ms'], 'ms')}, P99 {_fmt(s.get('to_server_p99_ms'), 'ms')} ({shares})" + tail
 
 
+def cascade_text(s: dict[str, Any]) -> str:
+    """``c 10.0 s -> b 10.6 s; blast radius 2 of 3``: the collapse instants in cascade order."""
+    cascade = s.get("cascade") or []
+    chain = " -> ".join(f"{c['service']} {c['collapsed_at_s']:.1f} s" for c in cascade) or "no service collapsed"
+    return f"{chain}; blast radius {s.get('blast_radius', len(cascade))} of {len(s.get('services') or {})}"
+
+
+def cascade_line(s: dict[str, Any]) -> str:
+    return "  cascade              " + cascade_text(s)
+
+
+def entry_clients_line(s: dict[str, Any]) -> str | None:
+    """One line per load source when there are several: success rate and P99 end to end."""
+    entry = s.get("entry_clients") or {}
+    if len(entry) < 2:
+        return None
+    parts = [f"{name} -> {row['target']}: success {_fmt(row['success_rate'], '%')}, p99 {_fmt(row['p99_ms'], 'ms')}"
+             for name, row in entry.items()]
+    return "  entry clients        " + "; ".join(parts)
+
+
 def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     s = result.summary
     lines = [f"{s['scenario']}  (seed {s['seed']}, {_fmt(s['duration_s'], 's')} simulated in {_fmt(s['wall_s'], 's', 2)} wall, {s['events']:,} events)"]
@@ -66,6 +88,12 @@ def format_summary(result: RunResult, out_dir: str | None = None) -> str:
     lines.append("  errors               " + (", ".join(f"{k} {v:,}" for k, v in errors.items()) if errors else "none"))
     lines.append(f"  peaks                connections {_fmt(s['max_server_connections'])}  accept queue {_fmt(s['max_accept_queue'])}  fds {_fmt(s['max_open_fds'])}  goroutines {_fmt(s['max_goroutines'])}")
     lines.append(f"                       memory {_fmt(s['peak_memory_mib'], 'MiB')}  CPU {_fmt(s['max_cpu_utilization'], '%')}")
+    graph = is_graph_run(result) and "services" in s
+    if graph:
+        entry_line = entry_clients_line(s)
+        if entry_line:
+            lines.append(entry_line)
+        lines.append(cascade_line(s))
     lines.append("")
     lines.append("  milestones")
     trigger = s["trigger_at_s"]
@@ -95,7 +123,10 @@ def format_summary(result: RunResult, out_dir: str | None = None) -> str:
         lines.append("    policies             " + ", ".join(f"{label} {value:,}" for label, value in policy))
     if out_dir:
         lines.append("")
-        lines.append(f"  report: {out_dir}/report.html   (summary.json, timeseries.csv, requests.parquet, attempts.parquet)")
+        files = "summary.json, timeseries.csv, requests.parquet, attempts.parquet"
+        if graph:
+            files += ", services.csv, edges.csv"
+        lines.append(f"  report: {out_dir}/report.html   ({files})")
     return "\n".join(lines)
 
 

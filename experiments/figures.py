@@ -3,8 +3,9 @@
 This module owns how a ``RunResult`` looks: the stacked time-series panels of
 one run (levels the engine sampled, per-window series from ``sim.outputs``),
 the fault windows and milestones drawn across them, the time before the server
-sees an attempt split into its phases, and the overlay of several runs for a
-scenario comparison. Every factory is pure: data in,
+sees an attempt split into its phases, the overlay of several runs for a
+scenario comparison, and for a service-graph run the per-service panels and the
+cascade timeline (docs/outputs.md, *Service graphs*). Every factory is pure: data in,
 ``plotly.graph_objects.Figure`` out, no file I/O. Missing series (a level the
 engine did not sample, windows not computed yet) leave their panel empty
 instead of failing. Long traces are decimated to at most ``MAX_POINTS_PER_TRACE``
@@ -21,7 +22,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from sim.outputs import TO_SERVER_PARTS
+from sim.outputs import TO_SERVER_PARTS, is_graph_run
 from sim.result import RunResult
 from sim.schema import ERROR_KINDS, ServiceConfig
 
@@ -54,6 +55,15 @@ TO_SERVER_PANELS: tuple[tuple[str, str], ...] = (
     ("Time before the server sees it (P50, P99) against request latency", "ms (log)"),
     ("Attempts that never reached the server, and request timeouts", "per s"),
 )
+SERVICES_PANELS: tuple[tuple[str, str], ...] = (
+    ("Success rate of the requests to each service (trailing collapse window)", "fraction"),
+    ("P99 latency of the requests to each service", "ms (log)"),
+    ("Live instances", "instances"),
+    ("CPU utilization", "fraction of cores"),
+)
+SERVICES_LATENCY_ROW = 2
+SERVICE_COLOURS: list[str] = list(qualitative.Dark24)
+COLLAPSE_SYMBOLS: dict[str, str] = {"success_rate": "diamond", "no_live_instance": "x"}
 LATENCY_ROW = 7      # 1-based rows with a log y axis
 COMPARISON_LATENCY_ROW = 5
 TO_SERVER_LATENCY_ROW = 2
@@ -161,8 +171,10 @@ def milestone_marks(result: RunResult) -> list[MilestoneMark]:
     # the summary rounds instants to 1 us: match kills within that
     if oom_at is not None and not any(abs(k - oom_at) < 1e-6 for k in kills):
         kills.insert(0, oom_at)
+    # in a service graph the kills are of every instance of every service, evictions included
+    what = "instance kill" if is_graph_run(result) else "OOM kill"
     for i, at_s in enumerate(sorted(kills)):
-        add("oom_kill", "OOM kill" if len(kills) == 1 else f"OOM kill {i + 1}", at_s)
+        add("oom_kill", what if len(kills) == 1 else f"{what} {i + 1}", at_s)
     for i, at_s in enumerate(m.restarts):
         add("restart", "restart" if len(m.restarts) == 1 else f"restart {i + 1}", at_s)
     add("recovered", "recovered", summary_or_milestone(result, "recovered_at_s"))
@@ -405,6 +417,172 @@ def to_server_figure(result: RunResult) -> go.Figure:
     _stack_layout(fig, TO_SERVER_PANELS, per_panel_legend=True,
                   title=f"{result.scenario.name}: time before the server sees it{stats}", top_margin_px=130)
     return fig
+
+
+def service_colours(services: list[str]) -> dict[str, str]:
+    """One colour per service, in the scenario's order (the same in every graph figure)."""
+    return {svc: SERVICE_COLOURS[i % len(SERVICE_COLOURS)] for i, svc in enumerate(services)}
+
+
+def service_success_rate(result: RunResult, service: str) -> np.ndarray | None:
+    """What the service's collapse rule reads: successes / arrivals of the requests to it over
+    the trailing collapse window (``svc.<s>.goodput_rps`` / ``svc.<s>.offered_rps``); NaN
+    where nothing arrived."""
+    goodput = result.windows.get(f"svc.{service}.goodput_rps")
+    offered = result.windows.get(f"svc.{service}.offered_rps")
+    if goodput is None or offered is None:
+        return None
+    goodput = np.asarray(goodput, dtype=float)
+    offered = np.asarray(offered, dtype=float)
+    out = np.full(len(offered), np.nan)
+    np.divide(goodput, offered, out=out, where=offered > 0)
+    return out
+
+
+def service_level(result: RunResult, service: str, column: str) -> np.ndarray | None:
+    """A per-service level: ``svc.<s>.<column>``, or the process column when the run has one service."""
+    if len(result.scenario.services) == 1:
+        return result.levels.get(column)
+    return result.levels.get(f"svc.{service}.{column}")
+
+
+def _trigger_line(fig: go.Figure, result: RunResult, n_rows: int) -> None:
+    trigger = summary_or_milestone(result, "trigger_at_s")
+    if trigger is not None:
+        _mark_milestones(fig, [MilestoneMark("trigger", "trigger", trigger)], n_rows)
+
+
+def services_figure(result: RunResult) -> go.Figure:
+    """One line per service over the window grid (docs/outputs.md, *Service graphs*): (1) the
+    success rate its collapse rule reads, with ``collapse_fraction`` dashed; (2) the P99 latency
+    of the requests to it; (3) its live instances; (4) its CPU utilization. A dotted line in
+    the service's colour marks its collapse in every panel, and a marker on panel 1 (a diamond
+    for the success-rate rule, a cross when every instance was dead)."""
+    n_rows = len(SERVICES_PANELS)
+    fig = make_subplots(rows=n_rows, cols=1, shared_xaxes=True, vertical_spacing=0.05,
+                        subplot_titles=[title for title, _ in SERVICES_PANELS])
+    services = list(result.scenario.services)
+    colours = service_colours(services)
+    info = result.summary.get("services") or {}
+    tw = np.asarray(result.windows.get("time_s", []), dtype=float)
+    t = np.asarray(result.levels.get("time_s", []), dtype=float)
+    for svc in services:
+        colour = colours[svc]
+        common = dict(colour=colour, legend="legend", legendgroup=svc)
+        rate = service_success_rate(result, svc)
+        _line(fig, 1, tw, rate, svc, showlegend=True, **common)
+        _line(fig, 2, tw, _positive(result.windows.get(f"svc.{svc}.p99_ms")), svc, showlegend=False,
+              hover_unit=" ms", **common)
+        _line(fig, 3, t, service_level(result, svc, "alive"), svc, showlegend=False, **common)
+        _line(fig, 4, t, service_level(result, svc, "cpu_utilization"), svc, showlegend=False, **common)
+        at_s = (info.get(svc) or {}).get("collapsed_at_s")
+        if at_s is None:
+            continue
+        cause = info[svc].get("collapse_cause") or "success_rate"
+        for row in range(1, n_rows + 1):
+            sfx = _axis_suffix(row)
+            fig.add_shape(type="line", xref=f"x{sfx}", yref=f"y{sfx} domain", x0=at_s, x1=at_s, y0=0, y1=1,
+                          line=dict(color=colour, width=1.2, dash="dot"), name=f"collapse:{svc}")
+        y_at = 0.0
+        if rate is not None and len(tw):
+            k = int(np.clip(np.searchsorted(tw, at_s - 1e-9), 0, len(tw) - 1))
+            y_at = float(rate[k]) if np.isfinite(rate[k]) else 0.0
+        fig.add_trace(go.Scatter(
+            x=[at_s], y=[y_at], mode="markers", name=f"{svc} collapsed", legend="legend", legendgroup=svc,
+            showlegend=False, marker=dict(color=colour, size=11, symbol=COLLAPSE_SYMBOLS.get(cause, "diamond"),
+                                          line=dict(width=1, color="#222")),
+            hovertemplate=f"{svc} collapsed at %{{x:.2f}} s ({cause.replace('_', ' ')})<extra></extra>"),
+            row=1, col=1)
+    fraction = float(result.scenario.outcome.collapse_fraction)
+    if len(tw):
+        fig.add_trace(go.Scatter(
+            x=[float(tw[0]), float(tw[-1])], y=[fraction, fraction], mode="lines", name=f"collapse_fraction {fraction:g}",
+            line=dict(color="#d62728", dash="dash", width=1.2), legend="legend",
+            hovertemplate=f"collapse_fraction {fraction:g}<extra></extra>"), row=1, col=1)
+    fig.update_yaxes(range=[-0.03, 1.03], row=1, col=1)
+    fig.update_yaxes(type="log", row=SERVICES_LATENCY_ROW, col=1)
+    _shade_faults(fig, result, n_rows)
+    _trigger_line(fig, result, n_rows)
+    radius = result.summary.get("blast_radius")
+    title = f"{result.scenario.name}: services" + (f", blast radius {radius} of {len(services)}"
+                                                    if radius is not None else "")
+    _stack_layout(fig, SERVICES_PANELS, per_panel_legend=False, title=title, top_margin_px=110)
+    fig.update_layout(legend=dict(x=1.01, xanchor="left", y=1, yanchor="top", font=dict(size=10)))
+    return fig
+
+
+def cascade_figure(result: RunResult) -> go.Figure:
+    """The cascade timeline: one row per service, the collapsed ones first in the order they
+    collapsed (top to bottom), then the others. A thick bar where the service's success rate
+    (``service_success_rate``) was below ``collapse_fraction``, a marker at its collapse
+    instant (diamond: success-rate rule; cross: no live instance), a line joining the markers
+    in cascade order; fault windows shaded, the trigger dotted."""
+    services = list(result.scenario.services)
+    colours = service_colours(services)
+    cascade = result.summary.get("cascade") or []
+    collapsed = [c["service"] for c in cascade]
+    rows = collapsed + [svc for svc in services if svc not in collapsed]
+    fig = go.Figure()
+    tw = np.asarray(result.windows.get("time_s", []), dtype=float)
+    fraction = float(result.scenario.outcome.collapse_fraction)
+    for svc in rows:
+        rate = service_success_rate(result, svc)
+        if rate is None or not len(tw):
+            continue
+        below = np.where(rate < fraction, 1.0, np.nan)[: len(tw)]
+        x, y = [], []
+        for start, stop in _runs(~np.isnan(below)):
+            x += [float(tw[start]), float(tw[stop - 1]), None]
+            y += [svc, svc, None]
+        if x:
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines", name=f"{svc}: success below {fraction:g}", showlegend=False,
+                line=dict(color=colours[svc], width=9), opacity=0.35,
+                hovertemplate=f"{svc}: success rate below {fraction:g} at %{{x:.2f}} s<extra></extra>"))
+    if cascade:
+        fig.add_trace(go.Scatter(
+            x=[c["collapsed_at_s"] for c in cascade], y=[c["service"] for c in cascade], mode="lines",
+            line=dict(color="#7f0000", width=1, dash="dot"), name="cascade order", showlegend=False,
+            hoverinfo="skip"))
+        for c in cascade:
+            svc = c["service"]
+            after = f" (trigger +{c['collapse_time_s']:.2f} s)" if c.get("collapse_time_s") is not None else ""
+            fig.add_trace(go.Scatter(
+                x=[c["collapsed_at_s"]], y=[svc], mode="markers+text", name=svc, showlegend=False,
+                text=[f"{c['collapsed_at_s']:.1f} s"], textposition="middle right",
+                marker=dict(color=colours[svc], size=13, symbol=COLLAPSE_SYMBOLS.get(c["cause"], "diamond"),
+                            line=dict(width=1, color="#222")),
+                hovertemplate=f"{svc} collapsed at %{{x:.3f}} s{after}, {c['cause'].replace('_', ' ')}<extra></extra>"))
+    for fault in result.milestones.faults:
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=fault.start_at, x1=fault.end_at, y0=0, y1=1,
+                      fillcolor=FAULT_FILL, line_width=0, layer="below", name=f"fault:{fault.kind}")
+        fig.add_annotation(text=f"{fault.kind} ({fault.target})", x=fault.start_at, xref="x", xanchor="left",
+                           y=1, yref="paper", yanchor="bottom", showarrow=False,
+                           font=dict(size=10, color="#a65c00"), name=f"fault:{fault.kind}")
+    trigger = summary_or_milestone(result, "trigger_at_s")
+    if trigger is not None:
+        fig.add_shape(type="line", xref="x", yref="paper", x0=trigger, x1=trigger, y0=0, y1=1,
+                      line=dict(color=MILESTONE_COLOURS["trigger"], width=1.2, dash="dot"), name="milestone:trigger")
+    end_s = float(result.milestones.end_at_s or result.scenario.duration)
+    fig.update_xaxes(title_text="time (s)", range=[0, end_s], showgrid=True)
+    # every service gets its row, with data or not (an invisible point per row fixes the axis)
+    fig.add_trace(go.Scatter(x=[None] * len(rows), y=rows, mode="markers", showlegend=False, hoverinfo="skip",
+                             name="services", marker=dict(opacity=0)))
+    fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), type="category",
+                     range=[-0.5, len(rows) - 0.5])
+    radius = len(cascade)
+    fig.update_layout(
+        title=dict(text=f"{result.scenario.name}: cascade, blast radius {radius} of {len(services)}",
+                   x=0.01, xanchor="left"),
+        height=max(260, 60 + 28 * len(rows) + 80), margin=dict(l=140, r=40, t=80, b=50),
+        template="plotly_white", hovermode="closest")
+    return fig
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of every run of True values."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(flags, dtype=np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def client_timeouts_ms(result: RunResult) -> dict[float, list[str]]:

@@ -3,7 +3,9 @@
 This module owns the report pages: the header (scenario, seed, outcome badge,
 provenance), the KPI table with every summary key formatted with its unit, the
 milestone list, the plotly figures of ``experiments.figures`` (the time series,
-and the time before the server sees an attempt) and the scenario as YAML. Pages
+and the time before the server sees an attempt), for a service-graph run the
+*Services* section (cascade, graph figures, tables per entry client, service and
+edge), and the scenario as YAML. Pages
 inline plotly.js once, so they open offline from a file or an e-mail attachment.
 ``render_*`` build the page as a string; ``write_*`` write it atomically
 (``experiments.run_files.write_atomic``).
@@ -21,11 +23,15 @@ import numpy as np
 import plotly.graph_objects as go
 import yaml
 
+from experiments.console import cascade_text
 from experiments.figures import (
-    TO_SERVER_LABELS, comparison_figure, milestone_marks, timeseries_figure, to_server_figure,
+    TO_SERVER_LABELS, cascade_figure, comparison_figure, milestone_marks, services_figure,
+    timeseries_figure, to_server_figure,
 )
 from experiments.kpis import untouched_goodput_rps
 from experiments.run_files import write_atomic
+from sim.graph_outputs import GRAPH_SUMMARY_KEYS
+from sim.outputs import is_graph_run
 from sim.result import RunResult
 
 OUTCOME_COLOURS: dict[str, str] = {
@@ -278,9 +284,86 @@ def to_server_html(summary: dict[str, Any]) -> str:
     return f'<p class="description to-server">{how}</p>\n<p class="to-server-figures">{figures}</p>'
 
 
+SERVICE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (key of summary["services"][s], header, unit)
+    ("instances", "instances", "int"),
+    ("handlers_started", "handlers started", "int"),
+    ("requests", "requests to it", "int"),
+    ("offered_rps", "offered", "req/s"),
+    ("success_rate", "success", "%"),
+    ("p50_ms", "P50", "ms"),
+    ("p99_ms", "P99", "ms"),
+    ("attempts_per_request", "attempts/req", "x"),
+    ("errors", "errors", "errors"),
+    ("max_cpu_utilization", "peak CPU", "%"),
+    ("max_inflight_requests", "peak in flight", "int"),
+    ("min_alive", "fewest live instances", "int"),
+    ("collapsed_at_s", "collapsed", "at"),
+)
+EDGE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("requests", "requests", "int"),
+    ("offered_rps", "offered", "req/s"),
+    ("goodput_rps", "goodput", "req/s"),
+    ("success_rate", "success", "%"),
+    ("p50_ms", "P50", "ms"),
+    ("p99_ms", "P99", "ms"),
+    ("attempts_per_request", "attempts/req", "x"),
+    ("incomplete", "incomplete", "int"),
+    ("errors", "errors", "errors"),
+)
+
+
+def _record_table(rows: dict[str, dict[str, Any]], columns: tuple[tuple[str, str, str], ...],
+                  first: str, css: str) -> str:
+    if not rows:
+        return '<p class="muted">none</p>'
+    head = f"<tr><th>{html.escape(first)}</th>" + "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in columns) + "</tr>"
+    body = []
+    for name, row in rows.items():
+        cells = "".join(f'<td class="{"num" if unit not in ("errors", "") else ""}">{format_kpi(row.get(key), unit)}</td>'
+                        for key, _, unit in columns)
+        body.append(f"<tr><td><code>{html.escape(name)}</code></td>{cells}</tr>")
+    return f'<table class="{css}">{head}{"".join(body)}</table>'
+
+
+def graph_html(result: RunResult) -> list[str]:
+    """The *Services* section of a graph run: the cascade, the tables per entry client, service
+    and edge, and the two graph figures (docs/outputs.md, *Service graphs*)."""
+    s = result.summary
+    cascade = s.get("cascade") or []
+    items = []
+    for c in cascade:
+        after = (f", trigger +{format_number(c['collapse_time_s'])} s" if c.get("collapse_time_s") is not None else "")
+        cause = "no live instance" if c["cause"] == "no_live_instance" else "success rate below the collapse fraction"
+        items.append(f"<li><code>{html.escape(c['service'])}</code> at {c['collapsed_at_s']:,.3f} s{after} "
+                     f"({cause})</li>")
+    lead = (f'<p class="cascade"><b>Cascade:</b> {html.escape(cascade_text(s))}.</p>'
+            + (f'<ol class="cascade">{"".join(items)}</ol>' if items else ""))
+    how = ("A service collapsed at the first instant, from the trigger on, from which the success rate of "
+           "the requests sent to it (by its callers and, for an entry service, by the load sources) stayed "
+           "below the collapse fraction for the hold time, or at which it had no live instance. The blast "
+           "radius counts the services that collapsed. Requests to a service are logical requests: a "
+           "caller's retries are attempts of one request.")
+    entry = {name: row for name, row in (s.get("entry_clients") or {}).items()}
+    services = {name: row for name, row in (s.get("services") or {}).items()}
+    edges = {name: row for name, row in (s.get("edges") or {}).items()}
+    return [
+        '<h2 id="services">Services</h2>', lead, f'<p class="description">{how}</p>',
+        figure_html(cascade_figure(result), with_plotlyjs=False, div_id="cascade"),
+        figure_html(services_figure(result), with_plotlyjs=False, div_id="services-figure"),
+        "<h3>Entry clients (end to end)</h3>",
+        _record_table(entry, (("target", "target", ""),) + EDGE_COLUMNS, "load source", "entry-clients"),
+        "<h3>Services (requests sent to each)</h3>",
+        _record_table(services, SERVICE_COLUMNS, "service", "services"),
+        "<h3>Edges (caller -> callee)</h3>",
+        _record_table(edges, EDGE_COLUMNS, "edge", "edges"),
+    ]
+
+
 def kpi_table(summary: dict[str, Any]) -> str:
     rows = []
-    keys = list(summary) if summary else []
+    # a graph run's per-service, per-edge and cascade keys have their own section (graph_html)
+    keys = [key for key in summary if key not in GRAPH_SUMMARY_KEYS] if summary else []
     for key in keys:
         label, unit = KPI_LABELS.get(key, (key, _guess_unit(key)))
         cls = "num" if unit not in ("errors", "mapping", "outcome", "") else ""
@@ -327,6 +410,7 @@ def render_report_html(result: RunResult) -> str:
         figure_html(timeseries_figure(result), with_plotlyjs=True, div_id="timeseries"),
         '<h2 id="time-to-server">Time before the server sees it</h2>', to_server_html(summary),
         figure_html(to_server_figure(result), with_plotlyjs=False, div_id="to-server"),
+        *(graph_html(result) if is_graph_run(result) and summary.get("services") is not None else []),
         "<h2>Scenario</h2>",
         "<details><summary>Scenario as YAML</summary><pre>"
         f"{html.escape(scenario_yaml(result))}</pre></details>",

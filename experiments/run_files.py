@@ -3,7 +3,9 @@
 This module owns a run's output folder: ``summary.json`` (the summary in its own
 key order), ``timeseries.csv`` (sampled levels joined with the per-window series
 on ``time_s``), ``requests.parquet`` and ``attempts.parquet`` (the records with
-route, client and error names instead of codes) and ``report.html``. It also owns
+route, client and error names instead of codes), ``report.html`` and, for a
+service-graph run, ``services.csv`` and ``edges.csv`` (one row per service and
+per edge, from the summary). It also owns
 atomic writing: each file goes to a temporary name in the destination folder and
 is moved into place with ``os.replace``. ``write_run_outputs`` stages every file
 before it replaces any, so a run that fails while writing leaves the previous
@@ -24,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sim.graph_outputs import EDGE_KEYS, SERVICE_KEYS, client_targets
+from sim.outputs import is_graph_run
 from sim.result import ERROR_NAME, INCOMPLETE, SUCCESS, RunResult
 from sim.schema import ERROR_KINDS
 
@@ -35,6 +39,11 @@ RUN_FILES: dict[str, str] = {
     "attempts": "attempts.parquet",
     "report": "report.html",
     "summary": "summary.json",
+}
+GRAPH_RUN_FILES: dict[str, str] = {
+    # only for a service-graph run (sim.outputs.is_graph_run): one row per service, per edge
+    "services": "services.csv",
+    "edges": "edges.csv",
 }
 ERROR_LABELS: tuple[str, ...] = ("success", "incomplete", *ERROR_KINDS)
 """Categories of the ``error`` column of the parquet files, in a fixed order."""
@@ -120,12 +129,27 @@ def error_labels(codes: np.ndarray) -> pd.Categorical:
 
 
 def requests_frame(result: RunResult) -> pd.DataFrame:
-    """Per-request records with names instead of indexes, plus ``latency_ms`` (NaN if incomplete)."""
+    """Per-request records with names instead of indexes, plus ``latency_ms`` (NaN if incomplete).
+
+    In a service-graph run a ``service`` column (the service the request was sent to) follows
+    ``client``, and ``route`` names a route of that service."""
     records = result.requests
     frame = pd.DataFrame({name: np.asarray(col) for name, col in records.items()})
+    graph = is_graph_run(result) and "client" in frame
+    if graph:
+        services = list(result.scenario.services)
+        targets = client_targets(result)
+        client_codes = frame["client"].to_numpy(dtype=np.int64)
+        _names(frame["client"], result.client_names, "client")        # range check
+        service_codes = np.array([services.index(t) for t in targets], dtype=np.int64)[client_codes] \
+            if len(client_codes) else np.zeros(0, np.int64)
+        if "route" in frame:
+            frame["route"] = _service_routes(result, service_codes, frame["route"].to_numpy(dtype=np.int64))
+        frame.insert(frame.columns.get_loc("client") + 1, "service",
+                     pd.Categorical.from_codes(service_codes, categories=services))
     if "client" in frame:
         frame["client"] = _names(frame["client"], result.client_names, "client")
-    if "route" in frame:
+    if "route" in frame and not graph:
         frame["route"] = _names(frame["route"], result.route_names, "route")
     if "error" in frame:
         frame["error"] = error_labels(frame["error"].to_numpy())
@@ -142,7 +166,7 @@ def attempts_frame(result: RunResult, requests: pd.DataFrame | None = None) -> p
     if "start_at" in frame and "end_at" in frame:
         frame["duration_ms"] = (frame["end_at"] - frame["start_at"]) * 1000.0
     requests = requests_frame(result) if requests is None else requests
-    owners = [c for c in ("route", "client") if c in requests]
+    owners = [c for c in ("route", "client", "service") if c in requests]
     if "request_id" in frame and "request_id" in requests and owners:
         lookup = requests[["request_id", *owners]].drop_duplicates("request_id")
         position = frame.columns.get_loc("request_id") + 1
@@ -150,6 +174,53 @@ def attempts_frame(result: RunResult, requests: pd.DataFrame | None = None) -> p
         for offset, column in enumerate(owners):
             frame.insert(position + offset, column, merged[column].to_numpy())
     return frame
+
+
+def services_frame(result: RunResult) -> pd.DataFrame:
+    """One row per service: ``summary["services"]`` (docs/outputs.md, *Service graphs*), the
+    error counts as ``errors.<kind>`` columns (every kind, 0 when none)."""
+    return _graph_table(result.summary.get("services") or {}, "service", SERVICE_KEYS)
+
+
+def edges_frame(result: RunResult) -> pd.DataFrame:
+    """One row per edge ``caller->callee``: ``summary["edges"]``, errors as ``errors.<kind>``."""
+    return _graph_table(result.summary.get("edges") or {}, "edge", EDGE_KEYS)
+
+
+def _graph_table(rows: dict[str, dict[str, Any]], first: str, keys: tuple[str, ...]) -> pd.DataFrame:
+    records = []
+    for name, row in rows.items():
+        record: dict[str, Any] = {first: name}
+        for key in keys:
+            value = row.get(key)
+            if key == "errors":
+                for kind in ERROR_KINDS:
+                    record[f"errors.{kind}"] = int((value or {}).get(kind, 0))
+            elif isinstance(value, list):
+                record[key] = " ".join(str(v) for v in value)
+            else:
+                record[key] = value
+        records.append(record)
+    columns = [first] + [c for key in keys for c in
+                         ([f"errors.{kind}" for kind in ERROR_KINDS] if key == "errors" else [key])]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _service_routes(result: RunResult, service_codes: np.ndarray, routes: np.ndarray) -> pd.Categorical:
+    """Route names per request in a graph run: the route of the service it was sent to."""
+    per_service = [list(cfg.routes) for cfg in result.scenario.services.values()]
+    names = sorted({r for routes_of in per_service for r in routes_of})
+    code_of = [np.array([names.index(r) for r in routes_of] or [0], dtype=np.int64) for routes_of in per_service]
+    out = np.zeros(len(routes), dtype=np.int64)
+    for s, table in enumerate(code_of):
+        mine = service_codes == s
+        if not mine.any():
+            continue
+        r = routes[mine]
+        if r.min() < 0 or r.max() >= len(per_service[s]):
+            raise ValueError(f"route index out of range of the routes of service {list(result.scenario.services)[s]!r}")
+        out[mine] = table[r]
+    return pd.Categorical.from_codes(out, categories=names)
 
 
 # ------------------------------------------------------------------ the run folder
@@ -167,16 +238,23 @@ def write_run_outputs(result: RunResult, out_dir: Path | str) -> dict[str, Path]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = requests_frame(result)
+    graph = is_graph_run(result) and "services" in result.summary
+    files = {**RUN_FILES}
+    if graph:   # before summary.json, which is replaced last
+        files = {**{k: v for k, v in RUN_FILES.items() if k != "summary"}, **GRAPH_RUN_FILES,
+                 "summary": RUN_FILES["summary"]}
     writers: dict[str, Callable[[Path], None]] = {
         "timeseries": lambda p: timeseries_frame(result).to_csv(p, index=False),
         "requests": lambda p: requests.to_parquet(p, engine="pyarrow", index=False),
         "attempts": lambda p: attempts_frame(result, requests).to_parquet(p, engine="pyarrow", index=False),
         "report": lambda p: p.write_text(render_report_html(result), encoding="utf-8"),
         "summary": lambda p: p.write_text(summary_json(result.summary), encoding="utf-8"),
+        "services": lambda p: services_frame(result).to_csv(p, index=False),
+        "edges": lambda p: edges_frame(result).to_csv(p, index=False),
     }
     staged: list[tuple[Path, Path]] = []
     try:
-        for key, name in RUN_FILES.items():
+        for key, name in files.items():
             final = out_dir / name
             staged.append((stage_file(final, writers[key]), final))
     except BaseException:
@@ -184,8 +262,11 @@ def write_run_outputs(result: RunResult, out_dir: Path | str) -> dict[str, Path]
             tmp.unlink(missing_ok=True)
         raise
     for tmp, final in staged:
+        if final.name == RUN_FILES["summary"] and not graph:
+            for stale in GRAPH_RUN_FILES.values():      # left by a graph run written here before
+                (out_dir / stale).unlink(missing_ok=True)
         os.replace(tmp, final)
-    return {key: out_dir / name for key, name in RUN_FILES.items()}
+    return {key: out_dir / name for key, name in files.items()}
 
 
 # ------------------------------------------------------------------ helpers

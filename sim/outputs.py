@@ -5,7 +5,9 @@ This module owns the *definitions* of what a run reports. ``summarize`` reads a
 milestones, counters) and fills ``result.windows`` (counts, latency percentiles
 and the sliding-window rates of the collapse rule, bucketed on the sampling
 grid) and ``result.summary`` (the keys of ``SUMMARY_KEYS``, JSON-serialisable).
-Collapse, recovery and the outcome are decided here, nowhere else. Everything is
+Collapse, recovery and the outcome are decided here, nowhere else; a service-graph
+run also gets the per-service, per-edge and cascade outputs of ``sim.graph_outputs``
+(called from ``summarize``). Everything is
 vectorised numpy: a run of millions of requests summarises in well under a
 second. docs/outputs.md is the prose version of this module; keep them together.
 """
@@ -222,15 +224,19 @@ def summarize(result: RunResult) -> None:
     if k is not None:
         collapse_candidates.append(float(grid_s[k]))
     kills = sorted(float(x) for x in milestones.kills)
-    later_kills = [x for x in kills if x >= kill_from_s - _eps(kill_from_s)]
-    if later_kills:
-        collapse_candidates.append(later_kills[0])
+    graph = is_graph_run(result)
+    # the entry process's deaths: its kills; in a graph run, the spans without a live instance
+    dead = _sampled_dead_intervals(result.levels, "alive") if graph else _dead_intervals(milestones)
+    deaths = [start for start, _ in dead]
+    later_deaths = [x for x in deaths if x >= kill_from_s - _eps(kill_from_s)]
+    if later_deaths:
+        collapse_candidates.append(later_deaths[0])
     collapse_at_s = min(collapse_candidates) if collapse_candidates else None
 
     recovered_at_s: float | None = None
     if collapse_at_s is not None:
         healthy = (offered_n > 0) & (goodput_n >= outcome_cfg.recovery_fraction * offered_n)
-        starts_ok = (grid_s > collapse_at_s + _eps(collapse_at_s)) & _alive_over(grid_s, hold_s, milestones)
+        starts_ok = (grid_s > collapse_at_s + _eps(collapse_at_s)) & _alive_over(grid_s, hold_s, dead)
         k = _first_held(grid_s, healthy, starts_ok, hold_s, end_s)
         recovered_at_s = float(grid_s[k]) if k is not None else None
 
@@ -240,7 +246,7 @@ def summarize(result: RunResult) -> None:
     goodput_during_fault_rps: float | None = None
     if faults_end_at_s is not None and trigger_at_s is not None:
         healthy = (offered_n > 0) & (goodput_n >= outcome_cfg.recovery_fraction * offered_n)
-        starts_ok = (grid_s >= faults_end_at_s - _eps(faults_end_at_s)) & _alive_over(grid_s, hold_s, milestones)
+        starts_ok = (grid_s >= faults_end_at_s - _eps(faults_end_at_s)) & _alive_over(grid_s, hold_s, dead)
         k = _first_held(grid_s, healthy, starts_ok, hold_s, end_s)
         healthy_again_at_s = float(grid_s[k]) if k is not None else None
         fault_s = faults_end_at_s - trigger_at_s
@@ -252,7 +258,7 @@ def summarize(result: RunResult) -> None:
 
     restarts = sorted(float(x) for x in milestones.restarts)
     crash_loop = any(r < kill for kill in kills for r in restarts)
-    outcome = _outcome(collapse_at_s, recovered_at_s, kills, milestones, end_s, float(outcome_cfg.watch))
+    outcome = _outcome(collapse_at_s, recovered_at_s, deaths, milestones, end_s, float(outcome_cfg.watch))
 
     # -------------------------------------------------------------------- summary
     percentiles: list[float | None] = [None] * len(_PERCENTILES)
@@ -325,9 +331,22 @@ def summarize(result: RunResult) -> None:
         "provenance": _plain(result.provenance),
     })
     result.summary = {key: summary[key] for key in SUMMARY_KEYS}
+    if graph:
+        from sim.graph_outputs import graph_outputs     # it builds on this module's helpers
+        graph_windows, graph_summary = graph_outputs(result, grid_s, trigger_at_s)
+        result.windows.update(graph_windows)
+        result.summary.update(graph_summary)
 
 
 # ------------------------------------------------------------------------ grid
+
+
+def is_graph_run(result: RunResult) -> bool:
+    """A service graph: more than one service, or a service with more than one instance. Such a
+    run gets the per-service, per-edge and cascade outputs (sim.graph_outputs), and its entry
+    process counts as dead only while the entry service has no live instance."""
+    services = result.scenario.services
+    return len(services) > 1 or any(int(getattr(cfg, "instances", 1)) > 1 for cfg in services.values())
 
 
 def entry_clients(result: RunResult) -> int:
@@ -374,7 +393,11 @@ def _bucket_counts(grid_s: np.ndarray, at_s: np.ndarray) -> np.ndarray:
 
 def _trailing_counts(grid_s: np.ndarray, at_s: np.ndarray, window_s: float) -> np.ndarray:
     """Events in (t - window, t] for every grid instant t."""
-    at_s = np.sort(at_s[np.isfinite(at_s)])
+    return _trailing_counts_sorted(grid_s, np.sort(at_s[np.isfinite(at_s)]), window_s)
+
+
+def _trailing_counts_sorted(grid_s: np.ndarray, at_s: np.ndarray, window_s: float) -> np.ndarray:
+    """``_trailing_counts`` of finite instants already in ascending order."""
     lower_s = np.round(grid_s - window_s, _GRID_DECIMALS)
     upto = np.searchsorted(at_s, grid_s, side="right")
     before = np.searchsorted(at_s, lower_s, side="right")
@@ -389,17 +412,31 @@ def _bucket_percentiles(grid_s: np.ndarray, at_s: np.ndarray, values: np.ndarray
     index = np.searchsorted(grid_s, at_s[keep], side="left")
     values = values[keep]
     inside = index < n_buckets
-    index, values = index[inside], values[inside]
-    # Sort by (bucket, value) in one pass: complex numbers sort by real part, then by
-    # imaginary part, and a bucket index is exact as a float (twice as fast as lexsort).
-    ordered = np.sort(index.astype(np.float64) + 1j * values)
+    return _grouped_percentiles(index[inside], values[inside], n_buckets, percents)
+
+
+def _grouped_percentiles(index: np.ndarray, values: np.ndarray, n_groups: int,
+                         percents: tuple[float, ...]) -> list[np.ndarray]:
+    """Percentiles of ``values`` per group ``index`` (0 <= index < n_groups), numpy's
+    'linear' method exactly; NaN for empty groups."""
+    # Sort by (group, value) in one pass: complex numbers sort by real part, then by
+    # imaginary part, and a group index is exact as a float (twice as fast as lexsort).
+    ordered = np.sort(np.asarray(index).astype(np.float64) + 1j * np.asarray(values, dtype=np.float64))
     index, values = ordered.real.astype(np.int64), ordered.imag
-    counts = np.bincount(index, minlength=n_buckets)[:n_buckets]
+    counts = np.bincount(index, minlength=n_groups)[:n_groups]
+    return _sorted_group_percentiles(values, counts, percents)
+
+
+def _sorted_group_percentiles(values: np.ndarray, counts: np.ndarray,
+                              percents: tuple[float, ...]) -> list[np.ndarray]:
+    """Percentiles per group of ``values`` laid out group after group (``counts`` of each),
+    ascending within each group; numpy's 'linear' method exactly, NaN for empty groups."""
+    n_groups = len(counts)
     starts = np.cumsum(counts) - counts
     filled = counts > 0
     out: list[np.ndarray] = []
     for percent in percents:
-        series = np.full(n_buckets, np.nan)
+        series = np.full(n_groups, np.nan)
         q = percent / 100.0
         n = counts[filled].astype(np.float64)
         virtual = n * q - q                      # numpy's 'linear' virtual index: (n - 1) q
@@ -532,22 +569,40 @@ def _dead_intervals(milestones: Milestones) -> list[tuple[float, float]]:
     return intervals
 
 
-def _alive_over(grid_s: np.ndarray, hold_s: float, milestones: Milestones) -> np.ndarray:
-    """True where the process is alive over the whole of [grid[k], grid[k] + hold]."""
+def _sampled_dead_intervals(levels: dict[str, np.ndarray], column: str) -> list[tuple[float, float]]:
+    """[first sample with no live instance, next sample with one) from a sampled level of live
+    instances (the end is +inf if none followed); none if the level is missing."""
+    alive = levels.get(column)
+    times = levels.get("time_s")
+    if alive is None or times is None or not len(alive):
+        return []
+    n = min(len(alive), len(times))
+    times = np.round(np.asarray(times[:n], dtype=np.float64), _GRID_DECIMALS)
+    down = np.asarray(alive[:n], dtype=np.float64) <= 0
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], down.astype(np.int8), [0]))))
+    intervals = []
+    for start, stop in zip(edges[::2], edges[1::2]):
+        intervals.append((float(times[start]), float(times[stop]) if stop < n else math.inf))
+    return intervals
+
+
+def _alive_over(grid_s: np.ndarray, hold_s: float, dead: list[tuple[float, float]]) -> np.ndarray:
+    """True where the process is alive over the whole of [grid[k], grid[k] + hold]: no dead
+    interval [kill, following restart) meets it."""
     alive = np.ones(len(grid_s), dtype=bool)
-    for kill_s, restart_s in _dead_intervals(milestones):
+    for kill_s, restart_s in dead:
         alive &= ~((kill_s <= grid_s + hold_s) & (restart_s > grid_s))
     return alive
 
 
-def _outcome(collapse_at_s: float | None, recovered_at_s: float | None, kills: list[float],
+def _outcome(collapse_at_s: float | None, recovered_at_s: float | None, deaths: list[float],
              milestones: Milestones, end_s: float, watch_s: float) -> str:
     """stable | recovered | crashed | metastable | undecided (docs/outputs.md, Outcome)."""
     if not milestones.alive_at_end and not milestones.restart_pending:
         return "crashed"
     if collapse_at_s is None:
         return "stable"
-    if recovered_at_s is not None and not any(k > recovered_at_s for k in kills):
+    if recovered_at_s is not None and not any(k > recovered_at_s for k in deaths):
         return "recovered"
     faults_over = all(f.end_at <= end_s - watch_s + _eps(end_s) for f in milestones.faults)
     return "metastable" if faults_over else "undecided"
