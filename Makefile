@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+GO_STAMP := $(VENV)/.go-testbed
 
 .PHONY: run test test-slow bench ui setup clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(GO_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,12 +16,17 @@ $(STAMP): pyproject.toml
 	@sh scripts/ensure-chromium.sh
 	touch $(STAMP)
 
+# the testbed's Go toolchain (Debian's golang-go) and its two Go programs; never fails the set-up
+$(GO_STAMP): $(STAMP) scripts/ensure-go.sh
+	@PY=$(PY) sh scripts/ensure-go.sh
+	@touch $(GO_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/stormsim run seed-collapse
 	@echo
 	$(VENV)/bin/stormsim compare --default
 
-test: $(STAMP)
+test: $(STAMP) $(GO_STAMP)
 	$(PY) -m pytest -q -n 2
 
 test-slow: $(STAMP)

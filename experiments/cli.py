@@ -7,6 +7,8 @@
     stormsim boundary SCENARIO --param PATH --lo A --hi B [--reps R] [--outcome collapse] [--level 0.5]
     stormsim plot RESULTS [--figure KIND] [--x PATH --y PATH --metric KEY] [--format html|png|svg|pdf]
     stormsim ui [--port 8501]
+    stormsim testbed SCENARIO [--scale F] [--out DIR] [--json]
+    stormsim calibrate SCENARIO [--runs N] [--scale F] [--out DIR] [--json]
 
 Bad input (an unknown key, a negative timeout, ``5 parsecs``, a missing file)
 prints one line naming the field and the value and exits with status 2,
@@ -114,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     from experiments.plot_cli import add_plot_parser
     add_boundary_parser(sub)
     add_plot_parser(sub)
+    from experiments.calibrate import add_calibrate_parser
+    from experiments.testbed.command import add_testbed_parser
+    add_testbed_parser(sub)
+    add_calibrate_parser(sub)
 
     ui = sub.add_parser("ui", help="start the dashboard (Streamlit) on 127.0.0.1")
     ui.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
@@ -359,9 +365,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from experiments.boundary import run_boundary
+    from experiments.calibrate import run_calibrate
     from experiments.plot_cli import run_plot
+    from experiments.testbed.command import run_testbed
     handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios, "sweep": cmd_sweep,
-                "boundary": run_boundary, "plot": run_plot, "ui": cmd_ui}
+                "boundary": run_boundary, "plot": run_plot, "ui": cmd_ui,
+                "testbed": run_testbed, "calibrate": run_calibrate}
     try:
         args = _parser().parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
         return handlers[args.command](args)

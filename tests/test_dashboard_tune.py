@@ -274,13 +274,14 @@ def test_invalid_upload_shows_an_error_not_a_traceback(page):
     [error] = page.error
     assert "fd_limit" in error.value and "\n" not in error.value.strip()
     assert len(page.metric) == len(runs.KPIS)                 # the shipped scenario is still shown
-    two = dump_scenario_yaml(load_scenario(shipped_scenarios()["seed-collapse"],
-                                           overrides=["services.other.routes.r.steps.0.cpu=1ms"]))
+    data = yaml.safe_load(dump_scenario_yaml(load_scenario(shipped_scenarios()["seed-collapse"])))
+    data["services"]["api"]["routes"]["report"]["steps"][0] = {"call": "nowhere"}     # an unknown callee
+    two = yaml.safe_dump(data)
     page.file_uploader(key="tune.upload").set_value(("two.yaml", two.encode(), "application/x-yaml"))
     page.run()
     assert not page.exception
     [error] = page.error
-    assert "exactly one service" in error.value
+    assert "services.api.routes.report.steps.0.call" in error.value and "nowhere" in error.value
 
 
 def test_replications_show_mean_and_range(page):

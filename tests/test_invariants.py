@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import sim.client as client_module
 import sim.server as server_module
 import sim.slow_clients as slow_module
+import sim.transport as transport_module
 from sim.client import Attempt
 from sim.connection import ACTIVE, HANDSHAKE, IDLE, NEW, QUEUED
 from sim.handler import DIALLING, POOL_WAIT, QUERYING
@@ -160,14 +160,14 @@ class Tracker:
 def tracker(monkeypatch):
     t = Tracker()
 
-    class TrackedConn(client_module.Conn):
+    class TrackedConn(transport_module.Conn):
         __slots__ = ()
 
         def __init__(self, *args):
             super().__init__(*args)
             t.conns.append(self)
 
-    class TrackedDial(client_module.Dial):
+    class TrackedDial(transport_module.Dial):
         __slots__ = ()
 
         def __init__(self, *args):
@@ -189,9 +189,9 @@ def tracker(monkeypatch):
         t.ended.add(id(ex))
         original_end_handler(self, ex, status)
 
-    monkeypatch.setattr(client_module, "Conn", TrackedConn)
+    monkeypatch.setattr(transport_module, "Conn", TrackedConn)
     monkeypatch.setattr(slow_module, "Conn", TrackedConn)
-    monkeypatch.setattr(client_module, "Dial", TrackedDial)
+    monkeypatch.setattr(transport_module, "Dial", TrackedDial)
     monkeypatch.setattr(server_module, "Exchange", TrackedExchange)
     monkeypatch.setattr(ServerProcess, "end_handler", end_handler)
     return t
@@ -272,20 +272,21 @@ def check_process(world: World, t: Tracker) -> list[str]:
 
 
 def check_clients(world: World, t: Tracker) -> list[str]:
-    """Every open client connection has an owner; every waiting attempt waits somewhere."""
+    """Every open client connection has an owner; every waiting attempt waits somewhere. The
+    checks are per host transport (a client process's Go Transport pool towards one instance)."""
     probs: list[str] = []
     dial_of = {id(d.conn): d for d in t.dials}
-    instances = list(itertools.chain.from_iterable(world.clients.values()))
+    instances = [h for inst in itertools.chain.from_iterable(world.clients.values()) for h in inst.hosts]
     if world.client_conns != sum(inst.n_conns for inst in instances):
         probs.append(f"client_conns {world.client_conns} != sum of n_conns")
     for inst in instances:
         mine = [c for c in t.conns if c.client is inst and c.client_open]
         if len(mine) != inst.n_conns:
-            probs.append(f"{inst.name}.{inst.index}: n_conns {inst.n_conns} != {len(mine)} open")
+            probs.append(f"{inst.caller.name}.{inst.caller.index}: n_conns {inst.n_conns} != {len(mine)} open")
         if inst.max_conns and inst.n_conns > inst.max_conns:
-            probs.append(f"{inst.name}.{inst.index}: {inst.n_conns} conns > MaxConnsPerHost {inst.max_conns}")
+            probs.append(f"{inst.caller.name}.{inst.caller.index}: {inst.n_conns} conns > MaxConnsPerHost {inst.max_conns}")
         if len(inst.idle) > inst.max_idle_per_host:
-            probs.append(f"{inst.name}.{inst.index}: {len(inst.idle)} idle > MaxIdleConnsPerHost")
+            probs.append(f"{inst.caller.name}.{inst.caller.index}: {len(inst.idle)} idle > MaxIdleConnsPerHost")
         idle_ids = {id(c) for c in inst.idle}
         for c in mine:
             user = c.attempt
@@ -298,7 +299,7 @@ def check_clients(world: World, t: Tracker) -> list[str]:
                 if dial is None or dial.done:
                     probs.append(f"conn {c.id} not established and no dial in flight")
                 continue
-            if isinstance(user, client_module.Dial) and not user.done:
+            if isinstance(user, transport_module.Dial) and not user.done:
                 continue                  # TLS handshake in flight
             if isinstance(user, Attempt) and user.conn is c and not user.finished:
                 continue
@@ -309,16 +310,16 @@ def check_clients(world: World, t: Tracker) -> list[str]:
         wanters = {id(a) for a in inst._wanters}
         slot_waiters = {id(a) for a in inst._slot_waiters if a.waiting}
         if slot_waiters and not (inst.max_conns and inst.n_conns >= inst.max_conns):
-            probs.append(f"{inst.name}.{inst.index}: {len(slot_waiters)} wait for a dial slot with "
+            probs.append(f"{inst.caller.name}.{inst.caller.index}: {len(slot_waiters)} wait for a dial slot with "
                          f"{inst.n_conns}/{inst.max_conns} conns")
         dialling_for = {id(d.attempt) for d in t.dials if not d.done and d.attempt is not None
                         and d.conn.client is inst}
         for req in world.inflight.values():
             att = req.current
-            if req.client is not inst or att is None:
+            if att is None or att.transport is not inst:
                 continue
             if att.waiting:
-                if id(att) not in wanters:
+                if inst.keep_alive and id(att) not in wanters:
                     probs.append(f"request {req.id}: waiting attempt not in the wait queue")
                 if id(att) not in slot_waiters and id(att) not in dialling_for:
                     probs.append(f"request {req.id}: waiting with neither a dial nor a dial-slot place")
