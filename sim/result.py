@@ -78,6 +78,8 @@ class Milestones:
     restart_pending: bool = False      # dead at the end, but a restart was on its way (crash loop)
     # circuit breakers: (instant, client index, client instance, new state), in time order
     breaker_transitions: list[tuple[float, int, int, str]] = field(default_factory=list)
+    # service graphs: (instant, service, instance, what): what = oom, evicted or restart, in time order
+    instance_events: list[tuple[float, str, int, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -127,6 +127,7 @@ class Service:
         if self.procs[instance] is None and not self.world.stopped:
             self.start(instance)
             self.world.milestones.restarts.append(self.world.env.now)
+            self.world.instance_events.append((self.world.env.now, self.name, instance, "restart"))
 
     def alive_instances(self) -> int:
         return sum(1 for p in self.procs if p is not None)
@@ -538,6 +539,7 @@ class World:
         for window in self.milestones.faults:       # a guard may have ended the run early
             window.end_at = min(window.end_at, end_at)
         self.milestones.alive_at_end = self.service.alive_instances() > 0
+        self.milestones.instance_events = list(self.instance_events)
         self.milestones.restart_pending = (not self.milestones.alive_at_end
                                            and self.service.config.memory.restart_after > 0)
         for req in self.inflight.values():

@@ -169,6 +169,8 @@ def test_instance_kill_and_restart_timeline(tmp_path):
     res = run(scn)
     assert instants(res, "instance_killed") == approx_all([1.0])
     assert res.milestones.restarts == approx_all([3.0])
+    assert [(round(t, 9), svc, i, what) for t, svc, i, what in res.milestones.instance_events] == [
+        (1.0, "a", 1, "evicted"), (3.0, "a", 1, "restart")]
     req = res.requests
     failed_at = req["arrival_at"][req["error"] != SUCCESS]
     assert len(failed_at) > 0 and failed_at.min() >= 1.0 - EXACT and failed_at.max() < 3.0
