@@ -1,0 +1,3 @@
+module stormsim/testbed
+
+go 1.19
