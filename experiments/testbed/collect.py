@@ -14,7 +14,8 @@ Not measured (left at the "nothing happened" value, or absent): the TLS, backlog
 flow-control phases of the time before the server (no TLS, no HTTP/2; the accept-queue
 wait is inside the connect time as the client sees it), ``gc_fraction``, ``events``.
 Testbed-only level columns: ``tcp_established`` and ``tcp_close_wait`` (sockets on the
-server's port, what ``ss`` counts), ``db_querying.<route>`` (handlers inside a query); ``memory_mib`` is the resident set size.
+server's port, what ``ss`` counts), ``db_querying.<route>`` (handlers inside a query),
+``accept_errors`` (failed accepts so far, EMFILE and others); ``memory_mib`` is the resident set size.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def collect(raw: RawRun, scenario: Scenario, seed: int, extra_provenance: dict |
             by_slot[slot] = row
     # S t goroutines conns peak_conns inflight heap_alloc heap+stack rss db_open db_in_use accept_errors gcs
     stat_cols = {"goroutines": 1, "server_connections": 2, "inflight_requests": 4, "live_heap_mib": 5,
-                 "db_in_use": 9}
+                 "db_in_use": 9, "accept_errors": 10}
     peak_conns = max((row[3] for row in stats), default=0)
     cols = {name: np.full(k, np.nan) for name in stat_cols}
     for slot, row in by_slot.items():
@@ -243,6 +244,7 @@ def collect(raw: RawRun, scenario: Scenario, seed: int, extra_provenance: dict |
     levels["client_inflight"] = client_inflight
     levels["tcp_established"] = np.asarray(s["tcp_established"][:k], dtype=float)
     levels["tcp_close_wait"] = np.asarray(s["tcp_close_wait"][:k], dtype=float)
+    levels["accept_errors"] = cols["accept_errors"]
     if dbs:
         for j, name in enumerate(route_names):
             levels[f"db_querying.{name}"] = by_route[:, n_routes + j]
