@@ -206,7 +206,7 @@ class Exchange:
             self.background_reader = True       # the body hit EOF: Go starts the background read
             server.add_goroutines(1)
             if self.conn.peer_gone:
-                self.cancel("client_gone")
+                server.reader_saw_eof(self)
         self._begin_steps()
 
     def _begin_steps(self) -> None:

@@ -188,6 +188,7 @@ class TransportConfig:
         "4 x rtt_jitter)); a lost SYN is sent again after the 1 s initial RTO. TCP delivers in order, so "
         "everything behind a lost segment on that connection waits too (head-of-line blocking).", ge=0, lt=1)
     dial_timeout: Duration = setting(30.0, "net.Dialer Timeout (DefaultTransport: 30s); 0 = none.", ge=0)
+    tcp_syn_linear_timeouts: int = setting(0, "The caller's kernel: SYN retransmissions 1 s apart before the RTO starts doubling. 0: 1, 3, 7, 15, 31, 63 s, ETIMEDOUT at 127 s (kernels before 6.5); 4: 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s, ETIMEDOUT at 131 s (the default since Linux 6.5, measured on the testbed's 6.18: a dropped connect completed after 2.06 s).", ge=0, le=10)
     tls: TlsConfig = setting(TlsConfig(), "TLS settings.")
     client_timeout: Duration = setting(0.0, "http.Client Timeout: one deadline over dial, TLS, waiting, headers and body, per attempt; 0 = none (http.DefaultClient).", ge=0)
     response_header_timeout: Duration = setting(0.0, "Transport ResponseHeaderTimeout, from the request being written; 0 = none.", ge=0)

@@ -408,9 +408,18 @@ class ServerProcess:
             if self.world.tracer is not None:
                 self.world.tracer.append((now, "deadline_learnt", conn.id, ex.ctx_deadline_at - now))
         if conn.peer_gone and ex.background_reader:
-            ex.cancel("client_gone")      # the FIN came with the request: the context is done at once
+            self.reader_saw_eof(ex)       # the FIN came with the request: the context is done at once
         if self.alive:
             ex.start()
+
+    def reader_saw_eof(self, ex: Exchange) -> None:
+        """The background read of a request whose body was read gets EOF (the client closed): it
+        cancels the request's context and its goroutine exits (calibrated against Go 1.19: the
+        goroutine count drops when the client goes, not when the handler returns)."""
+        ex.cancel("client_gone")
+        if ex.background_reader:
+            ex.background_reader = False
+            self.add_goroutines(-1)
 
     def end_handler(self, ex: Exchange, status: int) -> None:
         """The handler (inner handler, under TimeoutHandler) returned."""
@@ -645,7 +654,7 @@ class ServerProcess:
         if state == ACTIVE:
             ex = conn.exchange
             if ex is not None and ex.background_reader:
-                ex.cancel("client_gone")
+                self.reader_saw_eof(ex)
             return
         if state != CLOSED:
             self.close(conn, notify=False, reason="client_closed")

@@ -42,6 +42,24 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SYN_RETRANSMIT_AFTER_S = (1.0, 3.0, 7.0, 15.0, 31.0, 63.0)   # cumulative, tcp_syn_retries = 6
 SYN_GIVE_UP_AFTER_S = 127.0                                   # ip-sysctl.rst: final timeout
+
+
+def syn_schedule(linear_timeouts: int) -> tuple[tuple[float, ...], float]:
+    """(SYN retransmission instants after the first SYN, when connect() gives up): the initial RTO
+    of 1 s, ``tcp_syn_linear_timeouts`` retransmissions 1 s apart (Linux >= 6.5 defaults to 4),
+    then tcp_syn_retries = 6 with the RTO doubling. 0: 1, 3, 7, 15, 31, 63 s, ETIMEDOUT at 127 s;
+    4: 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s, ETIMEDOUT at 131 s (ip-sysctl.rst)."""
+    at = 0.0
+    times = []
+    for _ in range(linear_timeouts):
+        at += 1.0
+        times.append(at)
+    rto = 1.0
+    for _ in range(6):
+        at += rto
+        times.append(at)
+        rto *= 2.0
+    return tuple(times), at + rto
 REPLAYABLE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 DEFAULT_MAX_IDLE_CONNS_PER_HOST = 2     # http.DefaultMaxIdleConnsPerHost, used when the field is 0
 
@@ -86,6 +104,7 @@ class HostTransport:
         self.header_bytes = self.service.config.server.header_bytes
         self.ports = EphemeralPorts(t.ephemeral_ports)
         self._partitions = world.faults.partitions      # any partition fault in the run
+        self.syn_retransmit_after_s, self.syn_give_up_after_s = syn_schedule(t.tcp_syn_linear_timeouts)
         self.h2 = H2Pool(self) if t.protocol == "http2" else None
         self.idle: list[Conn] = []
         self.conns: set[Conn] = set()   # open or dialling
@@ -290,14 +309,14 @@ class HostTransport:
     def _syn_unanswered(self, dial: Dial) -> None:
         """No SYN-ACK will come: the SYN is sent again at 1, 3, 7, ... s after the first (RTO 1 s,
         doubling), and connect() gives up 127 s after the first (tcp_syn_retries = 6)."""
-        if dial.syn_tries < len(SYN_RETRANSMIT_AFTER_S):
-            wait_s = dial.started_at + SYN_RETRANSMIT_AFTER_S[dial.syn_tries] - self.env.now
+        if dial.syn_tries < len(self.syn_retransmit_after_s):
+            wait_s = dial.started_at + self.syn_retransmit_after_s[dial.syn_tries] - self.env.now
             dial.syn_tries += 1
             self.world.syn_retransmits += 1
             ev = self.env.timeout(max(wait_s, 0.0), dial)
             ev.callbacks.append(self._on_syn_retransmit)
         else:
-            ev = self.env.timeout(max(dial.started_at + SYN_GIVE_UP_AFTER_S - self.env.now, 0.0),
+            ev = self.env.timeout(max(dial.started_at + self.syn_give_up_after_s - self.env.now, 0.0),
                                   (dial, "dial_timeout"))
             ev.callbacks.append(self._on_dial_error)
 

@@ -412,3 +412,24 @@ def test_a_dropped_final_ack_completes_at_the_clients_data_retransmission(tmp_pa
     backlog = np.sort(res.attempts["backlog_s"])
     assert backlog[-2:] == pytest.approx([0.210, 0.210], abs=1e-6)
     assert (res.attempts["error"] == SUCCESS).all()
+
+
+def test_syn_schedule_of_newer_kernels_is_linear_first():
+    """ip-sysctl.rst: tcp_syn_linear_timeouts = 4 (Linux >= 6.5): 1, 2, 3, 4, 5, 7, 11, 19, 35,
+    67 s, ETIMEDOUT at 131 s; 0 (older kernels): 1, 3, 7, 15, 31, 63 s, ETIMEDOUT at 127 s."""
+    from sim.transport import syn_schedule
+    assert syn_schedule(0) == ((1.0, 3.0, 7.0, 15.0, 31.0, 63.0), 127.0)
+    assert syn_schedule(4) == ((1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0, 19.0, 35.0, 67.0), 131.0)
+
+
+def test_background_reader_goroutine_exits_when_the_client_goes(tmp_path):
+    """Calibrated against Go 1.19 (docs/calibration.md): a GET's background read gets EOF when
+    the client closes, so its goroutine ends then, not when the handler returns. One GET, a 2 s
+    handler, a 500 ms client timeout: connection goroutine + handler's background reader until
+    the FIN arrives at 505 ms, then the connection goroutine alone (+ the 4 base ones)."""
+    res = run(scenario({"r": sleep("2s")}, transport={"client_timeout": "500ms"}, load=arrivals(tmp_path, [0.0]),
+                       duration="3s"))
+    world_goroutines = res.levels["goroutines"]
+    times = res.levels["time_s"]
+    # sampled every second: at 1 s the client is gone; the handler still runs (sleep)
+    assert world_goroutines[list(times).index(1.0)] == 4 + 1
