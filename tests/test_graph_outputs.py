@@ -11,7 +11,6 @@ collapse order.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -526,9 +525,10 @@ def test_entry_collapse_in_a_graph_follows_the_entry_service_only():
     assert res.summary["collapse_at_s"] is None and res.summary["outcome"] == "stable"
 
 
-def test_summarising_a_large_graph_run_stays_cheap():
-    """A million requests over 17 services and 16 edges (1.2 M attempts): well under the time the
-    engine takes to make them (measured about 0.7 s)."""
+def test_summarising_a_large_graph_run_counts_every_request():
+    """A million requests over 17 services and 16 edges (1.2 M attempts) are summarised, every one
+    counted once. (Its cost, about 0.7 s on an idle machine, is a benchmark figure, not a test:
+    docs/performance.md.)"""
     n_services, n = 17, 1_000_000
     names = [f"s{i}" for i in range(n_services)]
     scn = graph_scenario({s: steps(*([{"call": names[i + 1]}] if i + 1 < n_services else []), instances=3)
@@ -542,9 +542,7 @@ def test_summarising_a_large_graph_run_stays_cheap():
     att = empty_columns(ATTEMPT_COLUMNS, len(ids))
     att["request_id"], att["start_at"] = ids, arrival[ids - 1]
     res = hand_built(scn, ["web"] + [f"{names[i]}->{names[i + 1]}" for i in range(n_services - 1)], req, att)
-    started = time.perf_counter()
     summarize(res)
-    assert time.perf_counter() - started < 6.0
     assert sum(row["requests"] for row in res.summary["services"].values()) == n
 
 
