@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 GO_STAMP := $(VENV)/.go-testbed
 
-.PHONY: run test test-slow bench ui setup clean
+.PHONY: run test test-slow bench ui setup clean validate validate-quick
 
 setup: $(STAMP) $(GO_STAMP)
 
@@ -34,6 +34,14 @@ test-slow: $(STAMP)
 
 ui: $(STAMP)
 	$(VENV)/bin/stormsim ui
+
+# the validation suite (docs/validation.md): the full one (tens of minutes; report in
+# out/validation/), and the quick one that CI runs through tests/test_validate.py (out/validation-quick/)
+validate: $(STAMP)
+	$(VENV)/bin/stormsim validate
+
+validate-quick: $(STAMP)
+	$(VENV)/bin/stormsim validate --quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py

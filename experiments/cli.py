@@ -6,6 +6,7 @@
     stormsim sweep SWEEP.yaml [--jobs N] [--scheduler ADDRESS] [--out DIR] [--retry-failed]
     stormsim boundary SCENARIO --param PATH --lo A --hi B [--reps R] [--outcome collapse] [--level 0.5]
     stormsim plot RESULTS [--figure KIND] [--x PATH --y PATH --metric KEY] [--format html|png|svg|pdf]
+    stormsim validate [--quick] [--out DIR] [--jobs N] [--json]
     stormsim ui [--port 8501]
     stormsim testbed SCENARIO [--scale F] [--out DIR] [--json]
     stormsim calibrate SCENARIO [--runs N] [--scale F] [--out DIR] [--json]
@@ -114,8 +115,10 @@ def _parser() -> argparse.ArgumentParser:
 
     from experiments.boundary import add_boundary_parser
     from experiments.plot_cli import add_plot_parser
+    from experiments.validate import add_validate_parser
     add_boundary_parser(sub)
     add_plot_parser(sub)
+    add_validate_parser(sub)
     from experiments.calibrate import add_calibrate_parser
     from experiments.testbed.command import add_testbed_parser
     add_testbed_parser(sub)
@@ -368,13 +371,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments.calibrate import run_calibrate
     from experiments.plot_cli import run_plot
     from experiments.testbed.command import run_testbed
+    from experiments.validate import ValidateInputError, run_validate
     handlers = {"run": cmd_run, "compare": cmd_compare, "scenarios": cmd_scenarios, "sweep": cmd_sweep,
                 "boundary": run_boundary, "plot": run_plot, "ui": cmd_ui,
-                "testbed": run_testbed, "calibrate": run_calibrate}
+                "testbed": run_testbed, "calibrate": run_calibrate, "validate": run_validate}
     try:
         args = _parser().parse_args(_attach_option_values(sys.argv[1:] if argv is None else argv))
         return handlers[args.command](args)
-    except (ScenarioError, BadInput) as exc:
+    except (ScenarioError, BadInput, ValidateInputError) as exc:
         print(f"stormsim: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
