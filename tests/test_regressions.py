@@ -365,7 +365,7 @@ def test_r10_client_wait_queues_stay_bounded_when_the_server_is_dead(max_conns_p
     world = World(scn, 1)
     res = world.run()
     assert len(world.milestones.kills) == 1 and world.service.current is None
-    inst = world.clients["c"][0]
+    inst = world.clients["c"][0].hosts[0]     # the client process's Transport pool for the one instance
     assert len(res.requests["error"]) > 5000
     live = sum(1 for a in inst._wanters if a.waiting)
     assert live <= 0.1 * 2000 * 1.5            # arrivals within one Client.Timeout, at most
