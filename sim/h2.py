@@ -63,7 +63,7 @@ class H2ClientConn:
 
     def __init__(self, client_conn_window: int) -> None:
         self.max_streams = INITIAL_MAX_CONCURRENT_STREAMS
-        self.streams: set = set()          # attempts with an open stream here
+        self.streams: dict = {}            # attempts with an open stream here (a dict: ordered, so runs repeat)
         self.pending_resets = 0
         self.usable = True                 # no GOAWAY, not closed
         self.idle_since = 0.0
@@ -282,7 +282,7 @@ class H2Pool:
         """Send the request's HEADERS (and start its body) on a new stream of ``conn``."""
         c = self.client
         st = conn.h2
-        st.streams.add(att)
+        st.streams[att] = None
         st.idle_since = -1.0
         c.open_stream(att, conn, len(st.streams) > 1)
         n_body = c.service.route_request_bytes[att.route]
@@ -299,7 +299,7 @@ class H2Pool:
         st = conn.h2
         if att not in st.streams:
             return
-        st.streams.discard(att)
+        del st.streams[att]
         tr = att.request_body
         if tr is not None:
             tr.dead = True

@@ -107,7 +107,7 @@ class HostTransport:
         self.syn_retransmit_after_s, self.syn_give_up_after_s = syn_schedule(t.tcp_syn_linear_timeouts)
         self.h2 = H2Pool(self) if t.protocol == "http2" else None
         self.idle: list[Conn] = []
-        self.conns: set[Conn] = set()   # open or dialling
+        self.conns: dict[Conn, None] = {}   # open or dialling (a dict: ordered, so runs repeat)
         self.n_conns = 0
         self.outstanding = 0          # attempts on this host (the load balancer's least-request count)
         self._wanters: deque[Attempt] = deque()       # waiting for any connection (FIFO, lazy removal)
@@ -241,7 +241,7 @@ class HostTransport:
             conn.idle_timer.cancel()
             conn.idle_timer = None
         self.n_conns -= 1
-        self.conns.discard(conn)
+        self.conns.pop(conn, None)
         self.world.client_conns -= 1
         if conn.holds_port:
             conn.holds_port = False
@@ -283,7 +283,7 @@ class HostTransport:
         if world.client_conns > world.peak_client_conns:
             world.peak_client_conns = world.client_conns
         conn = Conn(world.next_conn_id(), self, self.link, None)
-        self.conns.add(conn)
+        self.conns[conn] = None
         conn.holds_port = True
         conn.dial_started_at = self.env.now
         world.dials += 1
@@ -625,7 +625,7 @@ class HostTransport:
                 continue
             if not att.reached_server and att.unprocessed_retries < MAX_UNPROCESSED_RETRIES:
                 att.unprocessed_retries += 1
-                conn.h2.streams.discard(att)
+                conn.h2.streams.pop(att, None)
                 if att.request_body is not None:
                     att.request_body.dead = True
                     att.request_body = None
