@@ -155,6 +155,7 @@ class ClientInstance:
         self.deadline_margin_s = getattr(config, "deadline_margin", 0.0)
         self.open_requests: dict[int, Request] | None = None   # an edge's: ended with its process
         self.shut_down = False
+        self.shut_down_at_s: float | None = None
         self.retry = RetryPolicy(config.retry)
         self._backoff_uniform = world.streams.uniform(f"{key}.backoff")
         # resilience policies of this process (None = off); see sim.policies
@@ -458,6 +459,7 @@ class ClientInstance:
     def shutdown(self) -> None:
         """The calling process died: its requests end ``cancelled`` and its sockets are reset."""
         self.shut_down = True
+        self.shut_down_at_s = self.env.now
         if self.open_requests:
             for request in list(self.open_requests.values()):
                 self.cancel_request(request)

@@ -57,7 +57,7 @@ SERVICE_KEYS: tuple[str, ...] = (
     "collapsed_at_s", "collapse_cause",
 )
 """Keys of each entry of ``summary["services"]``, in order."""
-EDGE_KEYS: tuple[str, ...] = ("caller", "callee", *REQUEST_KPIS)
+EDGE_KEYS: tuple[str, ...] = ("caller", "callee", *REQUEST_KPIS, "breaker_trips", "time_to_trip_s")
 ENTRY_CLIENT_KEYS: tuple[str, ...] = ("target", *REQUEST_KPIS)
 CASCADE_KEYS: tuple[str, ...] = ("service", "collapsed_at_s", "collapse_time_s", "cause")
 COLLAPSE_CAUSES: tuple[str, ...] = ("no_live_instance", "success_rate")
@@ -211,7 +211,8 @@ def graph_outputs(result: RunResult, grid_s: np.ndarray,
     summary: dict[str, Any] = {
         "entry_clients": {names[i]: {"target": targets[i], **per_client[i]} for i in range(n_entry)},
         "services": service_summary,
-        "edges": {names[i]: {"caller": names[i].split("->", 1)[0], "callee": targets[i], **per_client[i]}
+        "edges": {names[i]: {"caller": names[i].split("->", 1)[0], "callee": targets[i], **per_client[i],
+                             **_edge_breaker(result, i, trigger_at_s)}
                   for i in edge_ids},
         "cascade": cascade,
         "blast_radius": len(cascade),
@@ -425,6 +426,16 @@ def _depths(services: list[str], entry_targets: list[str], edges: list[str]) -> 
 
 def _depth_key(depth: int | None) -> float:
     return -math.inf if depth is None else float(depth)
+
+
+def _edge_breaker(result: RunResult, client: int, trigger_at_s: float | None) -> dict[str, Any]:
+    """The breakers of one edge (one per caller process): trips to open, and the first trip at or
+    after the trigger (any, without faults) in seconds after the trigger (None if none)."""
+    trips = [at for at, c, _, state in result.milestones.breaker_transitions if c == client and state == "open"]
+    from_s = trigger_at_s if trigger_at_s is not None else -math.inf
+    after = [at for at in trips if at >= from_s]
+    first = min(after) - (trigger_at_s or 0.0) if after else None
+    return {"breaker_trips": len(trips), "time_to_trip_s": _round(first, _INSTANT_DECIMALS)}
 
 
 def _faulted(result: RunResult, services: list[str]) -> set[str]:

@@ -623,7 +623,7 @@ def _breaker_trips(transitions: list[tuple[float, int, int, str]], trigger_at_s:
         not_closed: set[tuple[int, int]] = set()
         for at, client, instance, state in transitions:
             key = (client, instance)
-            if state == "closed":
+            if state in ("closed", "gone"):      # gone: its process died (an edge's caller)
                 not_closed.discard(key)
                 if at >= first and not not_closed:
                     closed_at = at

@@ -76,7 +76,9 @@ class Milestones:
     end_at_s: float = 0.0                                      # simulated end (earlier if truncated)
     alive_at_end: bool = True
     restart_pending: bool = False      # dead at the end, but a restart was on its way (crash loop)
-    # circuit breakers: (instant, client index, client instance, new state), in time order
+    # circuit breakers: (instant, client index, client instance, new state), in time order; every
+    # client process's, the edges' included (keyed by the caller's instance); state "gone": an
+    # edge's process died with its caller while its breaker was not closed
     breaker_transitions: list[tuple[float, int, int, str]] = field(default_factory=list)
     # service graphs: (instant, service, instance, what): what = oom, evicted or restart, in time order
     instance_events: list[tuple[float, str, int, str]] = field(default_factory=list)

@@ -215,6 +215,8 @@ class World:
         self._progress_reported = 0.0
         self._all_instances = [inst for insts in self.clients.values() for inst in insts]
         self._with_breaker = [c for c in self._all_instances if c.breaker is not None]
+        # edge client processes are made as their callers first call; their breakers count too
+        self._edge_breakers = any(e.breaker.kind != "none" for e in self.edge_configs.values())
         self._with_budget = [c for c in self._all_instances if c.budget is not None]
         self._with_throttle = [c for c in self._all_instances if c.throttle is not None]
         self._with_h2 = [h for c in self._all_instances for h in c.hosts if h.h2 is not None]
@@ -396,7 +398,7 @@ class World:
         else:
             extra = []
         client_names = ["client_connections", "client_inflight"]
-        if self._with_breaker:
+        if self._with_breaker or self._edge_breakers:
             client_names += ["breakers_open", "breakers_half_open"]
         if self._with_budget:
             client_names += ["retry_budget_left"]
@@ -478,8 +480,10 @@ class World:
                 levels[prefix + "open_fds"].append(sum(p.fds for p in live))
         levels["client_connections"].append(self.client_conns)
         levels["client_inflight"].append(len(self.inflight))
-        if self._with_breaker:
+        if self._with_breaker or self._edge_breakers:
             states = [c.breaker.state(now) for c in self._with_breaker]
+            if self._edge_breakers:
+                states += [c.breaker.state(now) for c in self.edge_clients if c.breaker is not None and not c.shut_down]
             levels["breakers_open"].append(states.count("open"))
             levels["breakers_half_open"].append(states.count("half_open"))
         if self._with_budget:
@@ -602,9 +606,16 @@ class World:
             for svc in self.services.values():
                 for i, n in enumerate(svc.handlers_by_instance):
                     counters[f"handlers_started.{svc.name}.{i}"] = float(n)
-        self.milestones.breaker_transitions = sorted(
-            (at_s, c.client_index, c.index, state)
-            for c in self._with_breaker for at_s, state in c.breaker.transitions)
+        # an edge's client processes are keyed by their caller's instance; one that died with
+        # its caller while its breaker was not closed ends with "gone" (a restarted caller's
+        # new process starts closed)
+        transitions = [(at_s, c.client_index, c.index, state)
+                       for c in [*self._with_breaker, *(e for e in self.edge_clients if e.breaker is not None)]
+                       for at_s, state in c.breaker.transitions]
+        for e in self.edge_clients:
+            if e.breaker is not None and e.shut_down and e.breaker.transitions and e.breaker.transitions[-1][1] != "closed":
+                transitions.append((e.shut_down_at_s, e.client_index, e.index, "gone"))
+        self.milestones.breaker_transitions = sorted(transitions, key=lambda t: t[0])   # stable: a lazy breaker's half-open then closed at one instant stay in order
         return RunResult(
             scenario=self.scenario, seed=self.seed, replication=self.replication,
             route_names=self.route_names, client_names=self.client_names,

@@ -664,3 +664,47 @@ def test_docs_define_every_graph_key_and_series():
     assert "`p50_ms` `p99_ms`" in section
     for name in ("services.csv", "edges.csv"):
         assert name in text
+
+
+def _breaker_edge_run(tmp_path: Path, kill_a0_at: str | None = None) -> RunResult:
+    """web -> a (2 instances, round robin: even arrivals to a0, odd to a1) -> b, 100 req/s at
+    0.0025 + i/100; b fails everything in [1 s, 2 s). Each a process's breaker towards b
+    (gobreaker: the 6th consecutive failure trips it; half-open 1.505 s later, lazily) trips at
+    its 6th failure (a0: 1.1025 s, a1: 1.1125 s), and at its first call after 2.6075 s (a0) or
+    2.6175 s (a1) goes half-open, lets the call through and closes (a0: 2.6225 s, a1: 2.6325 s)."""
+    faults = [{"kind": "error_rate", "target": "b", "rate": 1.0, "status": 503, "at": "1s", "duration": "1s"}]
+    if kill_a0_at is not None:
+        faults.append({"kind": "instance_kill", "target": "a", "instance": 0, "at": kill_a0_at, "duration": "2s"})
+    scn = graph_scenario(
+        {"a": steps({"call": "b"}, instances=2), "b": steps()},
+        {"web": {"target": "a", "load": trace(tmp_path, steady(400)), **zero_rtt()}},
+        edges=[{"caller": "a", "callee": "b", **zero_rtt(),
+                "breaker": {"kind": "gobreaker", "timeout": "1.505s"}}],
+        faults=faults, duration="4s")
+    return run_scenario(scn, seed=1)
+
+
+def test_edge_breakers_are_in_the_outputs_per_edge_and_in_the_totals(tmp_path):
+    res = _breaker_edge_run(tmp_path)
+    s = res.summary
+    assert [(round(at, 9), res.client_names[c], i, state) for at, c, i, state in res.milestones.breaker_transitions] == [
+        (1.1025, "a->b", 0, "open"), (1.1125, "a->b", 1, "open"),
+        (2.6225, "a->b", 0, "half_open"), (2.6225, "a->b", 0, "closed"),     # lazy: at the first call after
+        (2.6325, "a->b", 1, "half_open"), (2.6325, "a->b", 1, "closed")]
+    edge = s["edges"]["a->b"]
+    assert (edge["breaker_trips"], edge["time_to_trip_s"]) == (2, 0.1025)
+    assert (s["breaker_trips"], s["first_trip_at_s"], s["breakers_closed_at_s"]) == (2, 1.1025, 2.6325)
+    assert s["edges"]["a->b"]["errors"]["breaker_open"] > 0
+    opened = res.levels["breakers_open"]
+    assert opened.max() == 2 and opened[-1] == 0
+
+
+def test_an_edge_breaker_that_dies_open_with_its_caller_does_not_hold_the_all_closed_instant(tmp_path):
+    """a0 is killed at 1.5 s with its breaker open (back at 3.5 s, a new process, closed): the
+    breakers are all closed once a1's closes."""
+    res = _breaker_edge_run(tmp_path, kill_a0_at="1.5s")
+    gone = [(round(at, 9), i) for at, c, i, state in res.milestones.breaker_transitions if state == "gone"]
+    assert gone == [(1.5, 0)]
+    s = res.summary
+    assert (s["breaker_trips"], s["breakers_closed_at_s"]) == (2, 2.6325)
+    assert s["edges"]["a->b"]["breaker_trips"] == 2
