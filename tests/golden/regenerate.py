@@ -2,6 +2,7 @@
 
     .venv/bin/python tests/golden/regenerate.py            # rewrite every golden file
     .venv/bin/python tests/golden/regenerate.py --check    # only say which ones changed
+    .venv/bin/python tests/golden/regenerate.py --only cascade-618 fanout-tail   # these (and their variants)
 
 Each file holds the summary keys that tell the scenario's story, at its default seed,
 rounded where noted (``FIGURES``). ``tests/test_scenarios_golden.py`` compares them
@@ -65,9 +66,17 @@ def _rounded(value: Any, decimals: int | None) -> Any:
     return round(float(value), decimals)
 
 
+# service-graph runs also pin the cascade: which services collapsed, in order
+GRAPH_FIGURES: tuple[str, ...] = ("blast_radius", "services_collapsed")
+
+
 def golden_figures(summary: dict[str, Any]) -> dict[str, Any]:
-    """The story-telling keys of a run's summary, rounded as ``FIGURES`` says."""
-    return {key: _rounded(summary[key], decimals) for key, decimals in FIGURES.items()}
+    """The story-telling keys of a run's summary, rounded as ``FIGURES`` says (and, for a
+    service-graph run, ``GRAPH_FIGURES`` as they are)."""
+    figures = {key: _rounded(summary[key], decimals) for key, decimals in FIGURES.items()}
+    if "blast_radius" in summary:
+        figures.update((key, summary[key]) for key in GRAPH_FIGURES)
+    return figures
 
 
 def golden_record(name: str, variant: str | None, summary: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +95,16 @@ def dumps(record: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a golden file differs")
+    parser.add_argument("--only", nargs="+", metavar="SCENARIO",
+                        help="only these shipped scenarios (with their variants); no stale-file check")
     args = parser.parse_args(argv)
     cases = golden_cases()
     wanted = {golden_path(*case).name for case in cases}
+    if args.only:
+        unknown = sorted(set(args.only) - {name for name, _ in cases})
+        if unknown:
+            parser.error(f"--only: no shipped scenario named {', '.join(unknown)}")
+        cases = [case for case in cases if case[0] in args.only]
     changed = []
     for name, variant in cases:
         path = golden_path(name, variant)
@@ -106,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  new      {path.name}")
         if not args.check:
             path.write_text(text, encoding="utf-8")
-    stale = sorted(p.name for p in GOLDEN_DIR.glob("*.json") if p.name not in wanted)
+    stale = [] if args.only else sorted(p.name for p in GOLDEN_DIR.glob("*.json") if p.name not in wanted)
     for name in stale:
         print(f"  stale    {name} (no such shipped scenario)" + ("" if args.check else ": removed"))
         if not args.check:
