@@ -139,7 +139,17 @@ def windows(result: RunResult) -> list[tuple[str, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("case", scenario_cases(), ids=case_id)
+# two drills on the same 17-service graph as chaos-drills and @pod-eviction, which stay in the
+# default run (~20 s of CPU each): these two run in the slow set
+SLOW_CASES = {"chaos-drills@slow-etcd", "chaos-drills@pod-eviction-ejected"}
+
+
+def default_cases() -> list:
+    return [pytest.param(case, id=case_id(case), marks=pytest.mark.slow if case_id(case) in SLOW_CASES else ())
+            for case in scenario_cases()]
+
+
+@pytest.mark.parametrize("case", default_cases())
 def test_littles_law_client_side(case: tuple[Path, str | None]) -> None:
     path, variant = case
     result = run_case(path, variant)
