@@ -785,6 +785,7 @@ class ServerProcess:
     def _h2_run(self, conn: Conn, att: Any) -> None:
         st = conn.h2_server
         st.running += 1
+        self.add_goroutines(1)        # Go's http2 server runs each stream's handler in its own goroutine
         now = self.env.now
         tr = st.bodies.get(att)
         body_ready_at = now
@@ -933,6 +934,8 @@ class ServerProcess:
         conn = ex.conn
         st = conn.h2_server
         st.running -= 1
+        if self.alive:                # a killed process's goroutines went with it
+            self.add_goroutines(-1)
         if ex.write_timer is not None:
             ex.write_timer.cancel()
             ex.write_timer = None

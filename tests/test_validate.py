@@ -103,10 +103,14 @@ def test_interval_check_and_known_limitations():
     assert interval_check(values, 1.0, **common).status == PASS
     bad = interval_check(values, 2.0, **common)
     assert bad.status == FAIL and bad.relative_error == pytest.approx(0.5)
-    named = Check(status=FAIL, limitation="h2-handler-goroutines", **common)
+    table = {"example-gap": {"ids": r"^$", "reason": "r", "repro": "p", "owner": "o"},
+             "by-id": {"ids": r"^rule\.by_id$", "reason": "r", "repro": "p", "owner": "o"}}
+    named = Check(status=FAIL, limitation="example-gap", **common)
     other = Check(status=FAIL, **common)
-    passed = Check(status=PASS, limitation="h2-handler-goroutines", **common)
-    apply_known_limitations([named, other, passed])
+    passed = Check(status=PASS, limitation="example-gap", **common)
+    matched = Check(status=FAIL, **{**common, "id": "rule.by_id"})
+    apply_known_limitations([named, other, passed, matched], table)
+    assert matched.status == KNOWN and matched.limitation == "by-id"
     assert named.status == KNOWN and other.status == FAIL
     assert passed.status == PASS and passed.limitation is None
     for entry in KNOWN_LIMITATIONS.values():
@@ -143,9 +147,8 @@ def test_observer_restores_the_engine_and_records_handlers():
     assert all(s.sampled == s.rule for s in obs.rules)
 
 
-@pytest.mark.xfail(strict=True, reason="known limitation h2-handler-goroutines: HTTP/2 handler goroutines are not "
-                                       "counted (docs/validation.md); remove the entry when this passes")
 def test_http2_handlers_count_one_goroutine_each():
+    """Was the known limitation h2-handler-goroutines (docs/validation.md)."""
     from sim.engine import run_scenario
     from sim.scenario_loader import scenario_from_dict
     data = {"name": "h2-goroutines", "duration": "1s", "sample_interval": "100ms",

@@ -45,21 +45,9 @@ SECTIONS: dict[str, str] = {
 # one) or matches its ``ids`` pattern; it is then reported as known_limitation, with its numbers,
 # instead of fail. Every entry is explained in docs/validation.md ("Known limitations").
 KNOWN_LIMITATIONS: dict[str, dict[str, str]] = {
-    "h2-handler-goroutines": {
-        "ids": r"^$",
-        "reason": (
-            "HTTP/2 handler goroutines are not counted. docs/model.md (\"Server streams\") and "
-            "sim/server.py say an HTTP/2 connection has a serve loop, a frame reader and one goroutine "
-            "per running handler (Go's http2 server runs each stream's handler in its own goroutine), "
-            "but ServerProcess._start_exchange adds a goroutine only for the HTTP/1 background reader, "
-            "which HTTP/2 has not. The sampled goroutines (and max_goroutines, and the per-goroutine "
-            "memory in live_heap_mib) are short by exactly the running HTTP/2 handlers. Every "
-            "mismatching sample of this check is explained by that gap."),
-        "repro": (
-            "one service, route sleep 500ms, client protocol http2, rtt 10ms, 10 uniform req/s for "
-            "1 s: at 0.5 s inflight_requests = 5 on 1 connection, goroutines = 6 (rule: 4 + 2 + 5 = 11)"),
-        "owner": "sim/server.py (_start_exchange / end_handler)",
-    },
+    # none today. The last, "h2-handler-goroutines" (HTTP/2 handler goroutines were not counted),
+    # was fixed in sim/server.py (_h2_run / _h2_handler_returned); an entry looks like
+    # {"ids": r"^rule\.goroutines$", "reason": "...", "repro": "...", "owner": "sim/..."}
 }
 
 

@@ -216,8 +216,6 @@ def case_checks(case: ShippedCase, scenario: Scenario, result: Any, obs: Any, st
         worst = max((abs(s.sampled - s.rule) for s in bad), default=0.0)
         add(f"rule.{level}", "Accounting rules", f"{level} follow the documented rule", f"sampled {level} at every sample",
             rule, source, problems, {"samples": len(samples), "mismatches": len(bad), "largest_gap": worst})
-        if bad and level == "goroutines" and all(s.sampled == s.rule - s.h2_handlers for s in bad):
-            checks[-1].limitation = "h2-handler-goroutines"   # every gap is the running HTTP/2 handlers
     if obs.problems:
         add("observer", "Accounting rules", "the pool hand-overs are consistent", "observed pool events",
             "every release follows a take", "sim/dbpool.py", obs.problems)

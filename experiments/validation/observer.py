@@ -47,7 +47,6 @@ class RuleSample:
     level: str
     sampled: float
     rule: float
-    h2_handlers: float = 0.0     # running HTTP/2 handlers (a known gap of the goroutine count)
 
 
 @dataclass
@@ -210,7 +209,7 @@ def observe() -> Iterator[Observation]:
 
 def rule_values(world: Any, procs: list[Any], obs: Observation) -> dict[str, float]:
     """The documented accounting rules for a set of live processes (summed)."""
-    goroutines = fds = live_b = h2_handlers = 0.0
+    goroutines = fds = live_b = 0.0
     db_open = in_use = waiters = 0.0
     for p in procs:
         live = obs.live_exchanges(p)
@@ -223,7 +222,6 @@ def rule_values(world: Any, procs: list[Any], obs: Observation) -> dict[str, flo
         # background_reader then), one per TimeoutHandler-wrapped request while its inner
         # handler runs; HTTP/2 two per connection (serve loop, frame reader), one per running handler
         h2_extra = sum(1 + c.h2_server.running for c in h2_conns)
-        h2_handlers += sum(c.h2_server.running for c in h2_conns)
         goroutines += BASE + p.conns + readers + inner + h2_extra
         pools_open = sum(pool.n_open for pool in p.pools.values())
         db_open += pools_open
@@ -235,8 +233,7 @@ def rule_values(world: Any, procs: list[Any], obs: Observation) -> dict[str, flo
                    + mem.per_request * len(attached) + sum(ex.allocated_b for ex in live))
     return {"goroutines": goroutines, "open_fds": fds, "live_heap_mib": live_b / 1048576.0,
             "handlers": float(sum(len(obs.live_exchanges(p)) for p in procs)), "db_open": db_open,
-            "db_in_use": in_use, "db_waiters": waiters, "server_connections": float(sum(p.conns for p in procs)),
-            "h2_handlers": h2_handlers}
+            "db_in_use": in_use, "db_waiters": waiters, "server_connections": float(sum(p.conns for p in procs))}
 
 
 def _record_rules(world: Any, now: float, obs: Observation) -> None:
@@ -250,6 +247,5 @@ def _record_rules(world: Any, now: float, obs: Observation) -> None:
         for level in ("goroutines", "open_fds", "live_heap_mib"):
             column = prefix + level
             if column in levels and levels[column]:
-                obs.rules.append(RuleSample(now, service, column, float(levels[column][-1]), rules[level],
-                                            rules["h2_handlers"] if level == "goroutines" else 0.0))
+                obs.rules.append(RuleSample(now, service, column, float(levels[column][-1]), rules[level]))
         obs.final_state[prefix or "entry"] = rules
