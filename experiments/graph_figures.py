@@ -51,7 +51,7 @@ from experiments.catalog import resolve_scenario, split_variant
 from sim.engine import run_scenario
 from sim.outputs import entry_clients
 from sim.result import ERROR_CODE, SUCCESS, RunResult
-from sim.scenario_loader import load_scenario
+from sim.scenario_loader import ScenarioError, load_scenario
 
 
 def _rate(ok: np.ndarray, keep: np.ndarray) -> float | None:
@@ -137,9 +137,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", help="A,B: success of the entry requests arriving in [A, B) s")
     parser.add_argument("--slow", type=float, help="S: the share of entry requests slower than S s")
     args = parser.parse_args(argv)
-    name, variant = split_variant(args.scenario)
-    scenario = load_scenario(resolve_scenario(name), overrides=args.overrides, variant=variant)
-    window = tuple(float(x) for x in args.window.split(",")) if args.window else None
+    window = None
+    if args.window:
+        try:
+            window = tuple(float(x) for x in args.window.split(","))
+        except ValueError:
+            window = ()
+        if len(window) != 2 or not window[0] < window[1]:
+            parser.error(f"--window: expected A,B in seconds with A < B, got {args.window!r}")
+    if args.slow is not None and not args.slow > 0:
+        parser.error(f"--slow: expected a positive number of seconds, got {args.slow:g}")
+    try:
+        name, variant = split_variant(args.scenario)
+        scenario = load_scenario(resolve_scenario(name), overrides=args.overrides, variant=variant)
+    except ScenarioError as exc:
+        print(f"graph_figures: error: {exc}", file=sys.stderr)
+        return 2
     for seed in args.seeds:
         started = time.process_time()
         result = run_scenario(scenario, seed=seed)

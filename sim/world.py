@@ -483,7 +483,8 @@ class World:
         if self._with_breaker or self._edge_breakers:
             states = [c.breaker.state(now) for c in self._with_breaker]
             if self._edge_breakers:
-                states += [c.breaker.state(now) for c in self.edge_clients if c.breaker is not None and not c.shut_down]
+                states += [c.breaker.state(now) for c in self.edge_clients
+                           if c.breaker is not None and not c.shut_down]
             levels["breakers_open"].append(states.count("open"))
             levels["breakers_half_open"].append(states.count("half_open"))
         if self._with_budget:
@@ -613,9 +614,12 @@ class World:
                        for c in [*self._with_breaker, *(e for e in self.edge_clients if e.breaker is not None)]
                        for at_s, state in c.breaker.transitions]
         for e in self.edge_clients:
-            if e.breaker is not None and e.shut_down and e.breaker.transitions and e.breaker.transitions[-1][1] != "closed":
+            history = e.breaker.transitions if e.breaker is not None else None
+            if history and e.shut_down and history[-1][1] != "closed":
                 transitions.append((e.shut_down_at_s, e.client_index, e.index, "gone"))
-        self.milestones.breaker_transitions = sorted(transitions, key=lambda t: t[0])   # stable: a lazy breaker's half-open then closed at one instant stay in order
+        # by instant only (a stable sort): a lazy breaker's half_open and closed at one instant
+        # keep their order
+        self.milestones.breaker_transitions = sorted(transitions, key=lambda t: t[0])
         return RunResult(
             scenario=self.scenario, seed=self.seed, replication=self.replication,
             route_names=self.route_names, client_names=self.client_names,

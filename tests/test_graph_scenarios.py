@@ -21,6 +21,7 @@ core.
 from __future__ import annotations
 
 import functools
+import json
 
 import numpy as np
 import pytest
@@ -282,3 +283,24 @@ def test_waiting_for_99_of_100_leaves_the_requests_with_two_slow_copies():
     p = 0.01
     expected = 1 - (1 - p) ** 100 - 100 * p * (1 - p) ** 99      # two slow copies or more
     assert abs(slow - expected) < 4 * (expected * (1 - expected) / n) ** 0.5, slow
+
+
+# ------------------------------------------------------------------- the docs' figures script
+
+
+def test_graph_figures_script_prints_one_line_per_seed_and_rejects_bad_input(capsys):
+    from experiments import graph_figures
+    assert graph_figures.main(["fanout-tail", "--set", "duration=5s", "--slow", "0.5", "--window", "1,4",
+                               "--seeds", "1", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["seed"] for line in lines] == [1, 2]
+    for line in lines:
+        assert line["attempts_per_entry_request"] == 101.0            # 100 leaf calls per user request
+        assert 0.0 <= line["slow_fraction"] <= 1.0 and line["finished"] <= line["entry_requests"]
+        assert line["requests_in_window"] > 0 and line["blast_radius"] == 0
+    assert lines[0] != lines[1]
+    assert graph_figures.main(["fanout-tail", "--set", "duration=5parsecs"]) == 2
+    assert "duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        graph_figures.main(["fanout-tail", "--window", "4,1"])
+    assert exit_info.value.code == 2
