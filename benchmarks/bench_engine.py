@@ -331,6 +331,36 @@ def machine() -> dict[str, Any]:
             "numpy": np.__version__, "platform": platform.platform(), "loadavg_at_start": list(load)}
 
 
+def announce_machine() -> dict[str, Any]:
+    """``machine()``, printed, with a warning when other work loads the CPUs."""
+    info = machine()
+    print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['implementation']} {info['python']}, "
+          f"load average {info['loadavg_at_start'][0]:.2f}", flush=True)
+    if info["loadavg_at_start"][0] > 0.5 * (info["nproc"] or 1):
+        print("warning: the machine is busy (load average above half the CPUs): absolute figures will be "
+              "low; same-process ratios are still comparable", flush=True)
+    return info
+
+
+def finish(results: dict[str, Any], started: float, report_lines: Callable[[dict[str, Any]], list[str]],
+           out: Path) -> None:
+    """Whole-process figures (total wall time, load average at the end, peak RSS), the report
+    printed, and ``results`` written to ``out`` as JSON."""
+    results["total_wall_s"] = time.perf_counter() - started
+    try:
+        results["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    except OSError:
+        pass
+    results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print()
+    for line in report_lines(results):
+        print(line)
+    print(f"\ntotal {results['total_wall_s']:.0f} s, peak RSS of this process {results['max_rss_mib']:.0f} MiB")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
 def fmt(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
     return (f"{s['median']:,.{digits}f}{unit} [{s['min']:,.{digits}f}-{s['max']:,.{digits}f}, "
             f"range {s['range_pct']:.0f}%]")
@@ -394,12 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     steady = load_scenario(STEADY, overrides=["duration=15s"] if args.quick else ())
     collapse = load_scenario(COLLAPSE)
 
-    info = machine()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['implementation']} {info['python']}, "
-          f"load average {info['loadavg_at_start'][0]:.2f}", flush=True)
-    if info["loadavg_at_start"][0] > 0.5 * (info["nproc"] or 1):
-        print("warning: the machine is busy (load average above half the CPUs): absolute figures will be "
-              "low; same-process ratios are still comparable", flush=True)
+    info = announce_machine()
     started = time.perf_counter()
     # one untimed pass through every code path first (imports, caches, the allocator)
     run_scenario(load_scenario(STEADY, overrides=["duration=2s"]), seed=args.seed)
@@ -429,19 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             "verdict": "PASS" if results["policies"]["ratio_policies_over_plain"]["median"] <= TARGET_POLICY_RATIO
             else "MISS"},
     }
-    results["total_wall_s"] = time.perf_counter() - started
-    try:
-        results["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print()
-    for line in report(results):
-        print(line)
-    print(f"\ntotal {results['total_wall_s']:.0f} s, peak RSS of this process {results['max_rss_mib']:.0f} MiB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    finish(results, started, report, args.out)
     return 0
 
 

@@ -25,9 +25,6 @@ other work on it gives low absolute figures; the ratio stays comparable. Results
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -38,7 +35,7 @@ for path in (ROOT, ROOT / "benchmarks"):  # runnable from a checkout without `pi
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_engine import STEADY, fmt, machine, spread, stormsim_run  # noqa: E402
+from bench_engine import STEADY, announce_machine, finish, fmt, spread, stormsim_run  # noqa: E402
 from sim.engine import run_scenario  # noqa: E402
 from sim.scenario_loader import load_scenario  # noqa: E402
 
@@ -46,6 +43,22 @@ GRAPH17 = ROOT / "benchmarks" / "graph17.yaml"
 OUT = ROOT / "out" / "bench" / "bench_graph.json"
 TARGET_WALL_S = 60.0            # 120 s simulated in under a minute
 TARGET_SIMULATED_S = 120.0
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    g, a = results["graph"], results["steady"]
+    scaled = " (scaled from the --quick run)" if results["quick"] else ""
+    return [
+        f"(g) {g['scenario']}: {g['requests']:,.0f} logical requests, {g['events']:,.0f} events "
+        f"({g['events_per_request']:.1f} per request), success {g['success_rate']:.4f}",
+        f"    wall {fmt(g['wall_s'], 1, ' s')}; {fmt(g['requests_per_wall_s'])} requests per wall-second",
+        f"(a) {a['scenario']}: {a['requests']:,.0f} requests ({a['events_per_request']:.1f} events each); "
+        f"{fmt(a['requests_per_wall_s'])} requests per wall-second",
+        f"cost per logical request, graph / steady (per repeat, same process): "
+        f"{fmt(results['ratio_cost_per_request_graph_over_steady'], 2)}",
+        f"{results['target']['verdict']}  {results['target']['target']}: "
+        f"measured {results['target']['measured_wall_s_for_120s']:.1f} s{scaled}",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,12 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = load_scenario(GRAPH17, overrides=["duration=20s"] if args.quick else ())
     steady = load_scenario(STEADY, overrides=["duration=15s"] if args.quick else ())
 
-    info = machine()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['implementation']} {info['python']}, "
-          f"load average {info['loadavg_at_start'][0]:.2f}", flush=True)
-    if info["loadavg_at_start"][0] > 0.5 * (info["nproc"] or 1):
-        print("warning: the machine is busy (load average above half the CPUs): absolute figures will be "
-              "low; the same-process ratio is still comparable", flush=True)
+    info = announce_machine()
     started = time.perf_counter()
     # one untimed pass through both code paths first (imports, caches, the allocator)
     run_scenario(load_scenario(GRAPH17, overrides=["duration=2s"]), seed=args.seed)
@@ -106,28 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                    "measured_wall_s_for_120s": wall_at_target,
                    "verdict": "PASS" if wall_at_target < TARGET_WALL_S else "MISS"},
     }
-    results["total_wall_s"] = time.perf_counter() - started
-    try:
-        results["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    except OSError:
-        pass
-    results["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    g, a = results["graph"], results["steady"]
-    print()
-    print(f"(g) {g['scenario']}: {g['requests']:,.0f} logical requests, {g['events']:,.0f} events "
-          f"({g['events_per_request']:.1f} per request), success {g['success_rate']:.4f}")
-    print(f"    wall {fmt(g['wall_s'], 1, ' s')}; {fmt(g['requests_per_wall_s'])} requests per wall-second")
-    print(f"(a) {a['scenario']}: {a['requests']:,.0f} requests ({a['events_per_request']:.1f} events each); "
-          f"{fmt(a['requests_per_wall_s'])} requests per wall-second")
-    print(f"cost per logical request, graph / steady (per repeat, same process): "
-          f"{fmt(results['ratio_cost_per_request_graph_over_steady'], 2)}")
-    scaled = " (scaled from the --quick run)" if args.quick else ""
-    print(f"{results['target']['verdict']}  {results['target']['target']}: "
-          f"measured {wall_at_target:.1f} s{scaled}")
-    print(f"\ntotal {results['total_wall_s']:.0f} s, peak RSS of this process {results['max_rss_mib']:.0f} MiB")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    finish(results, started, report, args.out)
     return 0
 
 
